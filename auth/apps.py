@@ -1,0 +1,8 @@
+from django.apps import AppConfig
+
+
+class AccessConfig(AppConfig):
+    # The folder is auth/ (the product layout); the label avoids clashing with django.contrib.auth.
+    name = "auth"
+    label = "access"
+    verbose_name = "Access: tokens and API keys"

@@ -1,0 +1,210 @@
+"""Settings, read from the environment.
+
+With no environment set the console runs on the embedded default: SQLite, a filesystem
+Celery broker and the simulated cluster, all kept under ./var. DATABASE_URL, REDIS_URL
+(or CELERY_BROKER_URL) and CLUSTER_BACKEND=kubernetes switch to the real parts.
+CONSOLE_ENV=production refuses to start with an unsafe default.
+"""
+
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from console.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("CONSOLE_VAR_DIR", str(BASE_DIR / "var")))
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+CONSOLE_ENV = env_str("CONSOLE_ENV", "development")
+if CONSOLE_ENV not in {"development", "production"}:
+    raise ImproperlyConfigured("CONSOLE_ENV must be 'development' or 'production'")
+PRODUCTION = CONSOLE_ENV == "production"
+
+
+def _development_secret_key() -> str:
+    # A random key kept on disk so sessions survive restarts of a laptop console.
+    path = VAR_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = env_str("SECRET_KEY") or ("" if PRODUCTION else _development_secret_key())
+DEBUG = env_bool("DEBUG", default=not PRODUCTION)
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+
+if PRODUCTION:
+    problems = []
+    if len(SECRET_KEY) < 32:
+        problems.append("SECRET_KEY must be set to at least 32 random characters")
+    if DEBUG:
+        problems.append("DEBUG must be off")
+    if not ALLOWED_HOSTS:
+        problems.append("ALLOWED_HOSTS must be set")
+    if not env_str("DATABASE_URL"):
+        problems.append("DATABASE_URL must be set (SQLite is for the embedded default only)")
+    if problems:
+        raise ImproperlyConfigured("Refusing to start in production: " + "; ".join(problems))
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "console",
+    "queues",
+    "datasets",
+    "services",
+    "auth.apps.AccessConfig",
+    "deploy",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "console.urls"
+WSGI_APPLICATION = "console.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "console.context_processors.cluster",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'console.sqlite3'}"),
+        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, worker and watcher share one SQLite file: wait for locks, don't fail.
+    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "services:list"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = VAR_DIR / "staticfiles"
+
+SESSION_COOKIE_SECURE = PRODUCTION
+CSRF_COOKIE_SECURE = PRODUCTION
+
+# --- REST API -------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "auth.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "console.pagination.PageNumberPagination",
+    "PAGE_SIZE": 20,
+    "DEFAULT_FILTER_BACKENDS": [],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "console.api.exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Inference console API",
+    "DESCRIPTION": "Create and manage GPU inference services, queues and datasets.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+# --- Celery ---------------------------------------------------------------------------
+REDIS_URL = env_str("REDIS_URL")
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", REDIS_URL or "")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
+if CELERY_BROKER_URL == "filesystem://":
+    _queue_dir = VAR_DIR / "celery" / "queue"
+    _processed_dir = VAR_DIR / "celery" / "processed"
+    _queue_dir.mkdir(parents=True, exist_ok=True)
+    _processed_dir.mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_queue_dir),
+        "data_folder_out": str(_queue_dir),
+        "processed_folder": str(_processed_dir),
+        "store_processed": False,
+    }
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BEAT_SCHEDULE = {
+    "repair-drift": {
+        "task": "deploy.tasks.repair_drift",
+        "schedule": env_float("REPAIR_INTERVAL_SECONDS", 30.0),
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Cluster --------------------------------------------------------------------------
+CLUSTER_BACKEND = env_str("CLUSTER_BACKEND", "simulated")
+if CLUSTER_BACKEND not in {"simulated", "kubernetes"}:
+    raise ImproperlyConfigured("CLUSTER_BACKEND must be 'simulated' or 'kubernetes'")
+KUBECONFIG = env_str("KUBECONFIG")
+KUBE_CONTEXT = env_str("KUBE_CONTEXT")
+# The one field manager every server-side apply of the console uses.
+FIELD_MANAGER = "inference-console"
+SERVICE_NAMESPACE = env_str("SERVICE_NAMESPACE", "inference")
+CLUSTER_DOMAIN = env_str("CLUSTER_DOMAIN", "cluster.local")
+SIMULATED_CLUSTER_NODES = env_str(
+    "SIMULATED_CLUSTER_NODES", str(BASE_DIR / "deploy" / "simulated_nodes.json")
+)
+SIMULATED_CLUSTER_FAULTS = env_str("SIMULATED_CLUSTER_FAULTS", str(VAR_DIR / "faults.json"))
+# Seconds a simulated pod spends pulling its image and then loading the model.
+SIMULATED_PULL_SECONDS = env_float("SIMULATED_PULL_SECONDS", 3.0)
+SIMULATED_LOAD_SECONDS = env_float("SIMULATED_LOAD_SECONDS", 5.0)
+# A service still not Running this long after its last apply is failed by repair_drift.
+SERVICE_START_DEADLINE_SECONDS = env_int("SERVICE_START_DEADLINE_SECONDS", 1800)
+WATCH_POLL_SECONDS = env_float("WATCH_POLL_SECONDS", 1.0)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"kubernetes": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}
