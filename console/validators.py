@@ -1,0 +1,74 @@
+"""Validators for names and values that end up in Kubernetes objects.
+
+User input never becomes raw YAML: every string that reaches a manifest is checked here.
+"""
+
+import re
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+
+# Service and Deployment names: a DNS-1035 label (a Service name must start with a letter).
+# 50 characters leaves room for the suffixes Kubernetes adds to pod names.
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+QUALIFIED_NAME = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
+IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]*$", re.IGNORECASE)
+RELATIVE_PATH = re.compile(r"^[A-Za-z0-9._\-][A-Za-z0-9._\-/]*$")
+
+validate_resource_name = RegexValidator(
+    DNS1035_LABEL,
+    "Use lowercase letters, digits and '-', starting with a letter and ending with a letter or digit "
+    "(a DNS-1035 label, e.g. chatglm2-6b).",
+    code="invalid_name",
+)
+validate_dns_label = RegexValidator(
+    DNS1123_LABEL,
+    "Use lowercase letters, digits and '-', starting and ending with a letter or digit (a DNS-1123 label).",
+    code="invalid_name",
+)
+validate_label_value = RegexValidator(
+    LABEL_VALUE,
+    "Use letters, digits, '-', '_' and '.', starting and ending with a letter or digit.",
+    code="invalid_label_value",
+)
+
+
+def validate_quantity(value: str) -> None:
+    if not QUANTITY.match(value or ""):
+        raise ValidationError(
+            "%(value)s is not a Kubernetes quantity (examples: 4, 500m, 30Gi).",
+            code="invalid_quantity",
+            params={"value": repr(value)},
+        )
+
+
+def validate_relative_path(value: str) -> None:
+    """A path inside a dataset: relative, no '..', no odd characters."""
+    parts = value.split("/")
+    if value.startswith("/") or not RELATIVE_PATH.match(value) or ".." in parts or "" in parts[:-1]:
+        raise ValidationError(
+            "Give a relative path inside the dataset such as THUDM/chatglm2-6b "
+            "(letters, digits, '.', '_', '-' and '/'; no leading '/', no '..').",
+            code="invalid_path",
+        )
+
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+
+
+def parse_quantity(value: str) -> float:
+    """A Kubernetes quantity as a number (cores for cpu, bytes for memory)."""
+    match = QUANTITY.match(value or "")
+    if not match:
+        raise ValueError(f"not a quantity: {value!r}")
+    suffix = match.group(3) or ""
+    number = float(value[: len(value) - len(suffix)] if suffix else value)
+    return number * (_BINARY.get(suffix) or _DECIMAL[suffix])

@@ -1,0 +1,38 @@
+"""The service state machine: phases, which are terminal, which the cluster decides."""
+
+PENDING = "Pending"
+QUEUED = "Queued"
+PREWARMING = "Prewarming"
+DEPLOYING = "Deploying"
+STARTING = "Starting"
+RUNNING = "Running"
+DEGRADED = "Degraded"
+FAILED = "Failed"
+STOPPED = "Stopped"
+DELETING = "Deleting"
+DELETED = "Deleted"
+
+CHOICES = [
+    (p, p)
+    for p in (
+        PENDING, QUEUED, PREWARMING, DEPLOYING, STARTING, RUNNING, DEGRADED, FAILED, STOPPED, DELETING, DELETED
+    )
+]
+
+# Nothing more will happen without someone acting: pages stop polling.
+TERMINAL = {RUNNING, FAILED, STOPPED, DELETED}
+# Objects were applied: the phase now follows what the cluster reports.
+OBSERVED = {DEPLOYING, STARTING, RUNNING, DEGRADED, FAILED, STOPPED}
+# Services holding (or about to hold) queue quota.
+ACTIVE = {PENDING, QUEUED, PREWARMING, DEPLOYING, STARTING, RUNNING, DEGRADED, FAILED}
+# Failures the console decided (not the cluster): an observation does not undo them.
+STICKY_FAILURE_REASONS = {"InvalidSpec", "ApplyFailed", "StartTimeout", "PrewarmFailed"}
+
+BADGE = {
+    RUNNING: "ok",
+    DEGRADED: "warn",
+    FAILED: "bad",
+    STOPPED: "muted",
+    DELETED: "muted",
+    DELETING: "muted",
+}

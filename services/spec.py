@@ -1,0 +1,41 @@
+"""Turn a saved InferenceService into the pure ServiceSpec the renderer takes."""
+
+from deploy.spec import NodeRule, ServiceSpec, Toleration
+from services.models import InferenceService
+
+
+def service_spec(service: InferenceService) -> ServiceSpec:
+    return ServiceSpec(
+        name=service.name,
+        namespace=service.namespace,
+        runtime=service.runtime,
+        image=service.effective_image,
+        model_volume=service.dataset.model_volume(),
+        model_path=service.model_path,
+        served_model_name=service.effective_model_name,
+        replicas=service.replicas,
+        cpu=service.cpu,
+        memory=service.memory,
+        gpu_count=service.gpu_count,
+        gpu_type=service.gpu_type,
+        shm_size=service.shm_size,
+        engine_args=service.parsed_engine_args(),
+        env=tuple((item["name"], item["value"]) for item in service.env),
+        affinity_mode=service.affinity_mode,
+        node_rules=tuple(
+            NodeRule(key=r["key"], operator=r.get("operator", "In"), values=tuple(r.get("values", ())))
+            for r in service.node_rules
+        ),
+        tolerations=tuple(
+            Toleration(
+                key=t.get("key", ""),
+                operator=t.get("operator", "Equal"),
+                value=t.get("value", ""),
+                effect=t.get("effect", ""),
+            )
+            for t in service.tolerations
+        ),
+        queue_name=service.queue.name,
+        auth_policy=service.auth_policy,
+        service_uid=str(service.uid),
+    )
