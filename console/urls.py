@@ -1,6 +1,29 @@
 from django.contrib import admin
-from django.urls import path
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.routers import DefaultRouter
+
+from datasets.api import DatasetViewSet
+from queues.api import QueueViewSet
+from services.api import ServiceViewSet
+
+router = DefaultRouter()
+router.register("queues", QueueViewSet, basename="queue")
+router.register("datasets", DatasetViewSet, basename="dataset")
+router.register("services", ServiceViewSet, basename="service")
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="services:list"), name="home"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("services/", include("services.urls")),
+    path("queues/", include("queues.urls")),
+    path("datasets/", include("datasets.urls")),
+    path("tokens/", include("auth.urls")),
     path("admin/", admin.site.urls),
+    path("api/v1/", include(router.urls)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -1,0 +1,10 @@
+from django.urls import path
+
+from datasets import views
+
+app_name = "datasets"
+urlpatterns = [
+    path("", views.dataset_list_view, name="list"),
+    path("new/", views.dataset_create_view, name="create"),
+    path("<int:pk>/", views.dataset_detail_view, name="detail"),
+]

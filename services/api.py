@@ -1,0 +1,151 @@
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from console.api import ModelValidatedSerializer
+from datasets.models import Dataset
+from deploy.render import objects_to_yaml, render_service
+from queues.models import Queue
+from services.access import access_info
+from services.actions import SPEC_FIELDS, service_create, service_delete, service_update
+from services.models import InferenceService, ServiceEvent
+from services.selectors import service_events, service_list, services_visible_to
+from services.spec import service_spec
+
+
+class EnvVarSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    value = serializers.CharField(allow_blank=True)
+
+
+class NodeRuleSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    operator = serializers.ChoiceField(["In", "NotIn", "Exists", "DoesNotExist"], default="In")
+    values = serializers.ListField(child=serializers.CharField(), default=list)
+
+
+class TolerationSerializer(serializers.Serializer):
+    key = serializers.CharField(allow_blank=True, default="")
+    operator = serializers.ChoiceField(["Equal", "Exists"], default="Equal")
+    value = serializers.CharField(allow_blank=True, default="")
+    effect = serializers.ChoiceField(["", "NoSchedule", "PreferNoSchedule", "NoExecute"], default="")
+
+
+class StatusSerializer(serializers.Serializer):
+    phase = serializers.CharField()
+    reason = serializers.CharField()
+    message = serializers.CharField()
+    ready_replicas = serializers.IntegerField()
+    applied_revision = serializers.CharField()
+    observed_at = serializers.DateTimeField(allow_null=True)
+
+
+class AccessSerializer(serializers.Serializer):
+    internal_url = serializers.CharField()
+    health_url = serializers.CharField()
+    grpc_address = serializers.CharField()
+
+
+class ServiceSerializer(ModelValidatedSerializer):
+    """A service: its desired spec (writable on create) and its status (read-only)."""
+
+    queue = serializers.SlugRelatedField(slug_field="name", queryset=Queue.objects.all())
+    dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
+    env = EnvVarSerializer(many=True, required=False)
+    node_rules = NodeRuleSerializer(many=True, required=False)
+    tolerations = TolerationSerializer(many=True, required=False)
+    owner = serializers.CharField(source="owner.username", read_only=True)
+    status = serializers.SerializerMethodField()
+    access = serializers.SerializerMethodField()
+
+    class Meta:
+        model = InferenceService
+        fields = ("id", "uid", *SPEC_FIELDS, "namespace", "owner", "status", "access", "created_at", "updated_at")
+        read_only_fields = ("namespace",)
+        # Uniqueness of live names is checked by the action, with the message the form shows.
+        validators = []
+
+    @extend_schema_field(StatusSerializer)
+    def get_status(self, obj: InferenceService) -> dict:
+        return StatusSerializer(obj).data
+
+    @extend_schema_field(AccessSerializer)
+    def get_access(self, obj: InferenceService) -> dict:
+        return AccessSerializer(access_info(obj)).data
+
+
+class ServiceUpdateSerializer(serializers.Serializer):
+    replicas = serializers.IntegerField(min_value=0, required=False)
+    description = serializers.CharField(max_length=500, allow_blank=True, required=False)
+
+
+class ServiceEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ServiceEvent
+        fields = ("created_at", "kind", "phase", "reason", "message", "actor")
+
+
+@extend_schema(
+    parameters=[
+        OpenApiParameter("phase", str, description="Only services in this phase."),
+        OpenApiParameter("queue", str, description="Only services in this queue (name)."),
+        OpenApiParameter("runtime", str, enum=["vllm", "triton"]),
+        OpenApiParameter("name", str, description="Name contains this text."),
+    ]
+)
+class ServiceViewSet(
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.DestroyModelMixin,
+    viewsets.GenericViewSet,
+):
+    """Inference services. Create validates exactly like the form; delete is asynchronous (202)."""
+
+    serializer_class = ServiceSerializer
+
+    def get_queryset(self):
+        if self.action != "list":
+            return services_visible_to(self.request.user)
+        params = self.request.query_params
+        return service_list(
+            user=self.request.user,
+            phase=params.get("phase", ""),
+            queue=params.get("queue", ""),
+            runtime=params.get("runtime", ""),
+            search=params.get("name", ""),
+        )
+
+    def perform_create(self, serializer):
+        serializer.instance = service_create(owner=self.request.user, **serializer.validated_data)
+
+    @extend_schema(request=ServiceUpdateSerializer, responses=ServiceSerializer)
+    def partial_update(self, request, pk=None):
+        service = self.get_object()
+        update = ServiceUpdateSerializer(data=request.data)
+        update.is_valid(raise_exception=True)
+        service = service_update(service=service, actor=request.user, **update.validated_data)
+        return Response(ServiceSerializer(service).data)
+
+    @extend_schema(responses={202: ServiceSerializer})
+    def destroy(self, request, pk=None):
+        service = self.get_object()
+        service_delete(service=service, actor=request.user)
+        service.refresh_from_db()
+        return Response(ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(responses={200: dict})
+    @action(detail=True)
+    def manifests(self, request, pk=None):
+        """The Kubernetes objects rendered from the current spec (JSON, and YAML as text)."""
+        service = self.get_object()
+        objects = render_service(service_spec(service))
+        return Response({"objects": objects, "yaml": objects_to_yaml(objects)})
+
+    @extend_schema(responses=ServiceEventSerializer(many=True))
+    @action(detail=True)
+    def events(self, request, pk=None):
+        service = get_object_or_404(services_visible_to(request.user), pk=pk)
+        return Response(ServiceEventSerializer(service_events(service=service), many=True).data)

@@ -1,0 +1,117 @@
+"""The create-service form. Field checks live on the model (shared with the API); this
+form only turns the text boxes for env, node rules and tolerations into lists."""
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from datasets.models import Dataset
+from queues.models import Queue
+from services.actions import SPEC_FIELDS
+from services.models import InferenceService
+
+SECTIONS = (
+    ("Basics", ("name", "description", "queue")),
+    ("Runtime", ("runtime", "image", "engine_args", "env")),
+    ("Model", ("dataset", "model_path", "served_model_name")),
+    ("Resources", ("replicas", "cpu", "memory", "gpu_count", "gpu_type", "shm_size")),
+    ("Access", ("auth_policy",)),
+    ("Scheduling", ("affinity_mode", "node_rules", "tolerations")),
+)
+
+
+def parse_env(text: str) -> list[dict[str, str]]:
+    items = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        name, sep, value = line.partition("=")
+        if not sep:
+            raise ValidationError(f"Line {number}: write NAME=value.")
+        items.append({"name": name.strip(), "value": value})
+    return items
+
+
+def parse_node_rules(text: str) -> list[dict]:
+    rules = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) == 2 and parts[1] in {"Exists", "DoesNotExist"}:
+            rules.append({"key": parts[0], "operator": parts[1], "values": []})
+        elif len(parts) == 3:
+            rules.append({"key": parts[0], "operator": parts[1], "values": parts[2].split(",")})
+        else:
+            raise ValidationError(f"Line {number}: write 'key In value1,value2' or 'key Exists'.")
+    return rules
+
+
+def parse_tolerations(text: str) -> list[dict]:
+    """kubectl-taint-like lines: key=value:Effect, key:Effect (any value), key."""
+    tolerations = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        head, _, effect = line.partition(":")
+        key, eq, value = head.partition("=")
+        toleration = {"key": key.strip(), "operator": "Equal" if eq else "Exists"}
+        if eq:
+            toleration["value"] = value.strip()
+        if effect:
+            toleration["effect"] = effect.strip()
+        tolerations.append(toleration)
+    return tolerations
+
+
+def format_env(items: list[dict]) -> str:
+    return "\n".join(f"{i['name']}={i['value']}" for i in items)
+
+
+class InferenceServiceForm(forms.ModelForm):
+    env = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "HF_HOME=/root/.cache/huggingface"}),
+        help_text="One NAME=value per line.",
+    )
+    node_rules = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "topology.kubernetes.io/zone In zone-a,zone-b"}),
+        help_text="Custom mode: one rule per line, 'key In v1,v2', 'key NotIn v', 'key Exists'.",
+    )
+    tolerations = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "dedicated=inference:NoSchedule"}),
+        help_text="Custom mode: one per line, 'key=value:Effect' or 'key:Effect' (any value).",
+    )
+
+    class Meta:
+        model = InferenceService
+        fields = SPEC_FIELDS
+        widgets = {
+            "description": forms.TextInput(),
+            "engine_args": forms.TextInput(attrs={"placeholder": "--dtype=half --max-model-len=4096"}),
+            "gpu_type": forms.TextInput(attrs={"list": "gpu-types"}),
+        }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["queue"].queryset = Queue.objects.order_by("name")
+        self.fields["dataset"].queryset = Dataset.objects.exclude(phase=Dataset.Phase.FAILED).order_by("name")
+        self.fields["image"].widget.attrs["placeholder"] = "empty: the runtime's default image"
+
+    def clean_env(self):
+        return parse_env(self.cleaned_data.get("env", ""))
+
+    def clean_node_rules(self):
+        return parse_node_rules(self.cleaned_data.get("node_rules", ""))
+
+    def clean_tolerations(self):
+        return parse_tolerations(self.cleaned_data.get("tolerations", ""))
+
+    def sections(self):
+        return [(title, [self[name] for name in names]) for title, names in SECTIONS]
+
+
+class ScaleForm(forms.Form):
+    replicas = forms.IntegerField(min_value=0, max_value=32)

@@ -1,0 +1,14 @@
+from django.urls import path
+
+from services import views
+
+app_name = "services"
+urlpatterns = [
+    path("", views.service_list_view, name="list"),
+    path("new/", views.service_create_view, name="create"),
+    path("<int:pk>/", views.service_detail_view, name="detail"),
+    path("<int:pk>/status/", views.service_status_partial, name="status"),
+    path("<int:pk>/manifests/", views.service_manifests_view, name="manifests"),
+    path("<int:pk>/delete/", views.service_delete_view, name="delete"),
+    path("<int:pk>/scale/", views.service_scale_view, name="scale"),
+]

@@ -1,0 +1,66 @@
+"""Fixtures shared by every tier: users, a queue, a ready dataset, API clients."""
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from auth.actions import api_token_create
+from datasets.models import Dataset
+from queues.models import Queue
+
+
+@pytest.fixture
+def user(db):
+    return get_user_model().objects.create_user("alice", "alice@example.com", "alice-password-1")
+
+
+@pytest.fixture
+def admin_user(db):
+    return get_user_model().objects.create_superuser("root", "root@example.com", "root-password-1")
+
+
+@pytest.fixture
+def queue(db):
+    return Queue.objects.create(name="gpu-a100", gpu_quota=8, cpu_quota=64, memory_quota_gib=512)
+
+
+@pytest.fixture
+def dataset(user):
+    return Dataset.objects.create(
+        name="nfs-models",
+        kind=Dataset.Kind.NFS,
+        nfs_server="10.0.0.5",
+        nfs_path="/exports/models",
+        owner=user,
+        phase=Dataset.Phase.READY,
+    )
+
+
+@pytest.fixture
+def api(user):
+    """An API client authenticated the way automation does: Authorization: Bearer <token>."""
+    _token, plaintext = api_token_create(user=user, name="tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+    return client
+
+
+@pytest.fixture
+def service_payload(queue, dataset):
+    """A valid create request; tests change one field at a time."""
+    return {
+        "name": "chatglm2",
+        "queue": queue.name,
+        "runtime": "vllm",
+        "dataset": dataset.name,
+        "model_path": "THUDM/chatglm2-6b",
+        "engine_args": "--dtype=half --max-model-len=4096",
+        "env": [{"name": "VLLM_LOGGING_LEVEL", "value": "INFO"}],
+        "replicas": 1,
+        "cpu": "4",
+        "memory": "30Gi",
+        "gpu_count": 1,
+        "shm_size": "16Gi",
+        "auth_policy": "api_key",
+        "affinity_mode": "auto",
+    }
