@@ -130,7 +130,6 @@ STATIC_ROOT = VAR_DIR / "staticfiles"
 STATIC_ROOT.mkdir(exist_ok=True)
 # Serve straight from the source folders while developing; production serves collectstatic output.
 WHITENOISE_USE_FINDERS = not PRODUCTION
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 SESSION_COOKIE_SECURE = PRODUCTION
 CSRF_COOKIE_SECURE = PRODUCTION
