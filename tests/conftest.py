@@ -7,6 +7,7 @@ from rest_framework.test import APIClient
 from auth.actions import api_token_create
 from datasets.models import Dataset
 from queues.models import Queue
+from tests.stack import _require_real_parts, celery_worker, fast_cluster, watcher  # noqa: F401 (fixtures)
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from django.db import connection
 from deploy.clusters import get_cluster
 from services import phases
 from services.models import InferenceService
-from tests.integration.conftest import wait_for
+from tests.stack import wait_for
 
 
 def phase_of(service_id: int) -> str:
