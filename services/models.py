@@ -79,25 +79,28 @@ class InferenceService(models.Model):
     engine_args = models.CharField(
         max_length=2000, blank=True, help_text="Extra runtime flags, e.g. --dtype=half --max-model-len=4096."
     )
-    env = models.JSONField(default=list, blank=True, help_text='[{"name": "NAME", "value": "value"}]')
+    env = models.JSONField("Environment variables", default=list, blank=True, help_text='[{"name": "NAME", "value": "value"}]')
     replicas = models.PositiveIntegerField(default=1, validators=[MaxValueValidator(MAX_REPLICAS)])
-    cpu = models.CharField(max_length=16, default="4", validators=[validate_quantity], help_text="e.g. 4 or 500m")
+    cpu = models.CharField("CPU", max_length=16, default="4", validators=[validate_quantity], help_text="e.g. 4 or 500m")
     memory = models.CharField(max_length=16, default="30Gi", validators=[validate_quantity], help_text="e.g. 30Gi")
     gpu_count = models.PositiveIntegerField(
+        "GPU count",
         default=1,
         validators=[MinValueValidator(0), MaxValueValidator(MAX_GPUS_PER_REPLICA)],
         help_text="GPUs per replica; with vLLM, tensor parallelism equals this count.",
     )
     gpu_type = models.CharField(
+        "GPU type",
         max_length=63,
         blank=True,
         validators=[validate_label_value],
         help_text="nvidia.com/gpu.product of the nodes to use, e.g. NVIDIA-A100-SXM4-80GB; empty for any.",
     )
     shm_size = models.CharField(
+        "Shared memory (/dev/shm)",
         max_length=16, blank=True, validators=[validate_quantity], help_text="Size of /dev/shm, e.g. 16Gi."
     )
-    auth_policy = models.CharField(max_length=16, choices=AuthPolicy.choices, default=AuthPolicy.API_KEY)
+    auth_policy = models.CharField("Auth policy", max_length=16, choices=AuthPolicy.choices, default=AuthPolicy.API_KEY)
     affinity_mode = models.CharField(max_length=8, choices=Affinity.choices, default=Affinity.AUTO)
     node_rules = models.JSONField(default=list, blank=True, help_text='[{"key": ..., "operator": "In", "values": [...]}]')
     tolerations = models.JSONField(default=list, blank=True, help_text='[{"key": ..., "operator": "Equal", ...}]')

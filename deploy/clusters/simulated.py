@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import yaml
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
 from django.db.models import Q
@@ -145,19 +146,17 @@ def _parse_nodes_file(path: str) -> tuple[NodeInfo, ...]:
         try:
             data = json.loads(text)
         except ValueError:
-            import yaml  # the harness accepts YAML too
-
-            data = yaml.safe_load(text)
+            data = yaml.safe_load(text)  # the harness accepts YAML too
         items = data.get("nodes", []) if isinstance(data, dict) else data
-        nodes = tuple(_node_from_entry(i, entry) for i, entry in enumerate(items or []))
-    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        nodes = tuple(_node_from_entry(entry) for entry in items or [])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as exc:
         raise PermanentClusterError(f"cannot read the simulated cluster's nodes file {path}: {exc}") from None
     if not nodes:
         raise PermanentClusterError(f"no nodes in the simulated cluster's nodes file {path}")
     return nodes
 
 
-def _node_from_entry(index: int, entry: Obj) -> NodeInfo:
+def _node_from_entry(entry: Obj) -> NodeInfo:
     name = str(entry["name"])
     labels = {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
     labels.update({str(k): str(v) for k, v in (entry.get("labels") or {}).items()})
@@ -376,45 +375,42 @@ def load_fault_rules(path: str) -> tuple[FaultRule, ...]:
         stat = os.stat(path)
         key: tuple[Any, ...] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
     except OSError:
-        key = ()
+        key = ()  # no file
     with _cache_lock:
         cached = _rules_cache.get(path)
     if cached and cached[0] == key:
         return cached[1]
-    previous = cached[1] if cached else ()
-    rules = previous
-    if not key:
-        rules = ()
-    else:
+    rules: tuple[FaultRule, ...] = ()
+    if key:
         try:
-            with open(path) as f:
-                text = f.read()
-            if not text.strip():
-                data: Any = []
-            elif path.endswith((".yaml", ".yml")):
-                import yaml
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-            items = data.get("rules") if isinstance(data, dict) else data
-            if not isinstance(items or [], list):
-                raise ValueError('expected a list of rules or {"rules": [...]}')
-            compiled = []
-            for index, raw in enumerate(items or []):
-                try:
-                    compiled.append(_compile_rule(index, raw))
-                except (ValueError, TypeError, re.error) as exc:
-                    log.warning("simulated cluster: faults file %s: rule #%d skipped: %s", path, index, exc)
-            rules = tuple(compiled)
+            rules = _read_fault_rules(path)
             log.info("simulated cluster: %d fault rule(s) loaded from %s", len(rules), path)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            rules = cached[1] if cached else ()
             log.warning(
                 "simulated cluster: faults file %s not loaded (%s); keeping previous rules", path, exc
             )
     with _cache_lock:
         _rules_cache[path] = (key, rules)
     return rules
+
+
+def _read_fault_rules(path: str) -> tuple[FaultRule, ...]:
+    with open(path) as f:
+        text = f.read()
+    if not text.strip():
+        return ()
+    data = yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)
+    items = data.get("rules") if isinstance(data, dict) else data
+    if not isinstance(items or [], list):
+        raise ValueError('expected a list of rules or {"rules": [...]}')
+    rules = []
+    for index, raw in enumerate(items or []):
+        try:
+            rules.append(_compile_rule(index, raw))
+        except (ValueError, TypeError, re.error) as exc:
+            log.warning("simulated cluster: faults file %s: rule #%d skipped: %s", path, index, exc)
+    return tuple(rules)
 
 
 def _split_image(image: str) -> tuple[str, str | None]:
@@ -483,7 +479,7 @@ class Faults:
     exit_code: int = 1
     start_after: float | None = None  # replaces the pull time when set
     ready_after: float | None = None  # replaces the model load time when set
-    note: str = ""  # where the settings came from, for logs
+    note: str = ""  # where the settings came from, shown in the pod's log
 
     def creating_seconds(self, pull_seconds: float) -> float:
         return pull_seconds if self.start_after is None else self.start_after
@@ -531,6 +527,8 @@ def pod_faults(pod: SimulatedPod, rules: Iterable[FaultRule]) -> Faults:
     except ValueError:
         exit_code = 1
     notes = []
+    if annotations:
+        notes.append(f"annotation: {','.join(sorted(annotations))}")
     if rule and from_rule:
         notes.append(f"rule #{rule.index}: {','.join(from_rule)}")
     if builtin:
@@ -609,14 +607,9 @@ def _failed_container(
     if fail in ("CrashLoopBackOff", "OOMKilled", "Error"):
         reason = "OOMKilled" if fail == "OOMKilled" else "Error"
         code = 137 if fail == "OOMKilled" else faults.exit_code
-        if restart_policy == "Never":
-            return ContainerObservation(
-                name=name,
-                state="terminated",
-                reason=reason,
-                last_terminated_reason=reason,
-                last_exit_code=code,
-            )
+        if restart_policy == "Never":  # as in the harness; a Deployment's pods always restart
+            # The container stays terminated; its exit code is the only one there is.
+            return ContainerObservation(name=name, state="terminated", reason=reason, last_exit_code=code)
         count, backoff, _ = restarts_after(run)
         return ContainerObservation(
             name=name,
@@ -738,7 +731,8 @@ def pod_events(
         name, image = spec["name"], spec["image"]
         if status.reason in ("ErrImagePull", "ImagePullBackOff"):
             attempts, last = 1, 0.0
-            if faults.fails.get(name) == PULL_CYCLE:
+            cycle = faults.fails.get(name) == PULL_CYCLE
+            if cycle:
                 _, attempts, last = pull_attempts_after(run)
             events += [
                 event(
@@ -758,7 +752,8 @@ def pod_events(
                 event("Warning", "Failed", "Error: ErrImagePull", after_start(last), attempts),
             ]
             if status.reason == "ImagePullBackOff" or attempts > 1:
-                backoff_at = after_start(last + PULL_ERROR_SECONDS) if last or attempts > 1 else started_at
+                in_backoff = cycle and status.reason == "ImagePullBackOff"
+                backoff_at = after_start(last + PULL_ERROR_SECONDS if in_backoff else last)
                 events += [
                     event("Normal", "BackOff", f'Back-off pulling image "{image}"', backoff_at, attempts),
                     event("Warning", "Failed", "Error: ImagePullBackOff", backoff_at, attempts),
@@ -795,52 +790,59 @@ def pod_events(
     return events
 
 
-def pod_log_lines(pod: SimulatedPod, state: PodState, *, previous: bool) -> list[str]:
+LOG_TAG = "[simulated cluster]"
+
+
+def _exit_lines(spec: Mapping[str, Any], model_dir: str, reason: str, code: int | None) -> list[str]:
+    """The log of a container run that the simulation made fail: a fake traceback."""
+    return [
+        f"{LOG_TAG} starting {spec['name']} from image {spec['image']}",
+        f"{LOG_TAG} loading model from {model_dir} ...",
+        "Traceback (most recent call last):",
+        '  File "/simulated/server.py", line 42, in <module>',
+        f'    engine = load_model("{model_dir}")',
+        '  File "/simulated/server.py", line 17, in load_model',
+        "    raise SimulatedFailure(reason)",
+        f"SimulatedFailure: the simulated cluster made this container fail ({reason}, exit code {code})",
+        f"{LOG_TAG} container {spec['name']} terminated: {reason} (exit code {code})",
+    ]
+
+
+def pod_log_lines(pod: SimulatedPod, state: PodState, faults: Faults, *, previous: bool) -> list[str]:
     """Clearly fake log lines of the pod's first container, according to its state."""
     if not pod.containers:
         return []
     spec = pod.containers[0]
     status = state.containers[0] if state.containers else None
-    tag = "[simulated cluster]"
-    image, model_dir, port = spec["image"], spec.get("model_dir") or "/models", spec.get("port") or 8000
+    image, model_dir = spec["image"], spec.get("model_dir") or "/models"
     if status is None:
-        return [] if previous else [f"{tag} pod {pod.name} is not scheduled on a node yet"]
-    crashed = bool(status.last_terminated_reason)
+        return [] if previous else [f"{LOG_TAG} pod {pod.name} is not scheduled on a node yet"]
     if previous:
-        if not crashed:
-            return []  # no earlier container to show
-        return [
-            f"{tag} starting {spec['name']} from image {image}",
-            f"{tag} loading model from {model_dir} ...",
-            "Traceback (most recent call last):",
-            '  File "/simulated/server.py", line 42, in <module>',
-            f'    engine = load_model("{model_dir}")',
-            '  File "/simulated/server.py", line 17, in load_model',
-            "    raise SimulatedFailure(reason)",
-            f"SimulatedFailure: the simulated cluster made this container fail "
-            f"({status.last_terminated_reason}, exit code {status.last_exit_code})",
-            f"{tag} container {spec['name']} terminated: {status.last_terminated_reason} "
-            f"(exit code {status.last_exit_code})",
-        ]
-    lines = [f"{tag} pulling image {image} ..."]
+        if not status.last_terminated_reason:
+            return []  # no earlier run of this container
+        return _exit_lines(spec, model_dir, status.last_terminated_reason, status.last_exit_code)
+
+    lines = [f"{LOG_TAG} pulling image {image} ..."]
+    if spec["name"] in faults.fails and faults.note:
+        lines.insert(0, f"{LOG_TAG} failure injected by {faults.note}")
     if status.reason == "ContainerCreating":
         return lines
     if status.reason in ("ErrImagePull", "ImagePullBackOff"):
-        return [*lines, f"{tag} failed to pull image {image}: {pull_error(image)}"]
-    lines.append(f"{tag} pulled image {image}")
-    if status.state == "waiting" and not crashed:
-        return [*lines, f"{tag} container {spec['name']} cannot start: {status.reason}: {status.message}"]
-    lines += [f"{tag} starting {spec['name']}", f"{tag} loading model from {model_dir} ..."]
-    if crashed:
+        return [*lines, f"{LOG_TAG} failed to pull image {image}: {pull_error(image)}"]
+    lines.append(f"{LOG_TAG} pulled image {image}")
+    if status.state == "terminated":
+        return lines + _exit_lines(spec, model_dir, status.reason, status.last_exit_code)
+    if status.reason == "CrashLoopBackOff":
         return [
             *lines,
-            f"{tag} container {spec['name']} is in {status.reason} after {status.restart_count} restart(s); "
-            "the previous log shows why it exited",
+            f"{LOG_TAG} container {spec['name']} is in CrashLoopBackOff after {status.restart_count} "
+            "restart(s); its previous log shows why it exited",
         ]
-    if status.state == "terminated":
-        return [*lines, f"{tag} container {spec['name']} terminated: {status.reason}"]
+    if status.state == "waiting":
+        return [*lines, f"{LOG_TAG} container {spec['name']} cannot start: {status.reason}: {status.message}"]
+    lines += [f"{LOG_TAG} starting {spec['name']}", f"{LOG_TAG} loading model from {model_dir} ..."]
     if status.ready:
-        lines.append(f"{tag} ready on :{port}")
+        lines.append(f"{LOG_TAG} ready on :{spec.get('port') or 8000}")
     return lines
 
 
@@ -911,6 +913,14 @@ def parse_pod_template(deployment: Obj) -> PodTemplate:
             "spec.template.metadata.labels: Invalid value: `selector` does not match template `labels`",
         )
     pod_spec = template.get("spec") or {}
+    restart_policy = pod_spec.get("restartPolicy") or "Always"
+    if restart_policy != "Always":
+        raise _invalid(
+            "Deployment",
+            name,
+            f'spec.template.spec.restartPolicy: Unsupported value: "{restart_policy}": '
+            'supported values: "Always"',
+        )
     containers = pod_spec.get("containers") or []
     if not containers:
         raise _invalid("Deployment", name, "spec.template.spec.containers: Required value")
@@ -951,7 +961,7 @@ def parse_pod_template(deployment: Obj) -> PodTemplate:
             "affinity": pod_spec.get("affinity") or {},
             "tolerations": pod_spec.get("tolerations") or [],
         },
-        restart_policy=pod_spec.get("restartPolicy") or "Always",
+        restart_policy=restart_policy,
     )
 
 
@@ -1249,7 +1259,7 @@ class SimulatedCluster:
         if row is None:
             raise PermanentClusterError(f'pods "{pod}" not found')
         view = self._view(row, self.clock(), load_fault_rules(self.faults_file), {})
-        lines = pod_log_lines(row, view.state, previous=previous)
+        lines = pod_log_lines(row, view.state, view.faults, previous=previous)
         if tail_lines is not None:
             lines = lines[-tail_lines:] if tail_lines > 0 else []
         return "".join(f"{line}\n" for line in lines)
@@ -1422,11 +1432,26 @@ class SimulatedCluster:
         now = self.clock()
         rules = load_fault_rules(self.faults_file)
         parts: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
-        objects = SimulatedObject.objects.exclude(service="").exclude(namespace="")
-        for namespace, service, kind, name, generation in objects.values_list(
-            "namespace", "service", "kind", "name", "generation"
-        ):
-            parts[(namespace, service)].append(("object", kind, name, generation))
+        objects = (
+            SimulatedObject.objects.exclude(service="")
+            .exclude(namespace="")
+            .values_list(
+                "namespace",
+                "service",
+                "kind",
+                "name",
+                "generation",
+                "updated_at",
+                "body__spec__progressDeadlineSeconds",
+            )
+        )
+        for namespace, service, kind, name, generation, updated_at, deadline in objects:
+            entry: tuple[Any, ...] = ("object", kind, name, generation)
+            if kind == "Deployment":
+                # The Progressing condition turns False with time alone: report that moment too.
+                limit = 600 if deadline is None else int(deadline)
+                entry += ((now - updated_at).total_seconds() > limit,)
+            parts[(namespace, service)].append(entry)
         for pod in SimulatedPod.objects.exclude(service=""):
             parts[(pod.namespace, pod.service)].append(self._view(pod, now, rules, messages).fingerprint())
         return {key: tuple(sorted(value, key=repr)) for key, value in parts.items()}

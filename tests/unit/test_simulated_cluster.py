@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -603,6 +604,63 @@ def test_pod_logs_follow_the_pod(cluster, clock):
         cluster.pod_logs(NS, "no-such-pod")
 
 
+@pytest.mark.django_db
+def test_fail_containers_picks_the_failing_container(cluster, clock):
+    obj = deployment(
+        annotations={"sim.harness/fail": "CrashLoopBackOff", "sim.harness/fail-containers": "sidecar"}
+    )
+    obj["spec"]["template"]["spec"]["containers"].append({"name": "sidecar", "image": "busybox:1.36"})
+    cluster.apply([obj])
+    clock.advance(PULL + LOAD)
+    _, pod, _ = only_pod(cluster)
+    states = {c.name: (c.state, c.reason, c.ready) for c in pod.containers}
+    assert states == {"server": ("running", "", True), "sidecar": ("waiting", "CrashLoopBackOff", False)}
+    assert pod.phase == "Running" and not pod.ready
+    assert cluster.pod_logs(NS, pod.name).splitlines()[-1] == "[simulated cluster] ready on :8000"
+
+
+@pytest.mark.django_db
+def test_progress_deadline(cluster, clock):
+    obj = deployment(gpus=16)
+    obj["spec"]["progressDeadlineSeconds"] = 60
+    cluster.apply([obj])
+    assert cluster.observe(NS, "chat").conditions["Progressing"][1] == "ReplicaSetUpdated"
+    clock.advance(61)
+    status, reason, _ = cluster.observe(NS, "chat").conditions["Progressing"]
+    assert (status, reason) == ("False", "ProgressDeadlineExceeded")
+
+
+@pytest.mark.django_db
+def test_namespaces_and_deployment_rules_of_the_api_server(cluster):
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+    assert cluster.apply([namespace]) == [f"Namespace {NS}: created"]
+    never = deployment()
+    never["spec"]["template"]["spec"]["restartPolicy"] = "Never"
+    with pytest.raises(PermanentClusterError, match="restartPolicy: Unsupported value"):
+        cluster.apply([never])
+    cluster.apply([deployment()])
+    moved = deployment()
+    moved["spec"]["selector"]["matchLabels"] = {LABEL_SERVICE: "chat"}
+    with pytest.raises(PermanentClusterError, match="field is immutable"):
+        cluster.apply([moved])
+
+
+@pytest.mark.django_db
+def test_watch_reports_a_service_that_disappears(cluster):
+    cluster.apply(objects())
+    calls: list[tuple[str, str]] = []
+
+    def on_change(namespace: str, name: str) -> None:
+        calls.append((namespace, name))
+        if len(calls) == 1:
+            cluster.delete_service(namespace, name)  # the next poll finds nothing left
+
+    deadline = time.monotonic() + 10
+    cluster.watch(on_change, lambda: len(calls) >= 2 or time.monotonic() > deadline)
+    assert calls == [(NS, "chat"), (NS, "chat")]
+    assert not cluster.observe(NS, "chat").anything_left
+
+
 def _watch_in_thread(cluster):
     """Run cluster.watch in a thread; return (calls queue, stop event, thread)."""
     calls: queue.Queue = queue.Queue()
@@ -672,3 +730,12 @@ def test_applies_the_renderers_output(cluster, clock):
     assert pod.node == A100_NODE and pod.ready and obs.ready_replicas == 1
     assert obs.other_objects == len(rendered) - 1
     assert "loading model from" in cluster.pod_logs(NS, pod.name)
+
+
+@pytest.mark.django_db
+def test_admin_lists_the_simulated_state(cluster, admin_client):
+    cluster.apply(objects())
+    for model in ("simulatedobject", "simulatedpod"):
+        response = admin_client.get(f"/admin/deploy/{model}/")
+        assert response.status_code == 200
+        assert b"chat" in response.content
