@@ -36,9 +36,8 @@ def _enqueue_prewarm(dataset_id: int) -> None:
 def dataset_set_phase(*, dataset_id: int, phase: str, message: str, from_phases: set[str]) -> bool:
     """Conditional phase change with a history row; False if someone else moved it first."""
     with transaction.atomic():
-        changed = (
-            Dataset.objects.filter(id=dataset_id, phase__in=from_phases)
-            .update(phase=phase, phase_message=message)
+        changed = Dataset.objects.filter(id=dataset_id, phase__in=from_phases).update(
+            phase=phase, phase_message=message
         )
         if changed:
             DatasetEvent.objects.create(dataset_id=dataset_id, message=f"{phase}: {message}")

@@ -6,7 +6,9 @@ from datasets.models import Dataset
 
 class DatasetForm(forms.ModelForm):
     s3_endpoint = forms.URLField(
-        required=False, assume_scheme="https", help_text="Endpoint URL, e.g. https://minio.example:9000; empty for AWS."
+        required=False,
+        assume_scheme="https",
+        help_text="Endpoint URL, e.g. https://minio.example:9000; empty for AWS.",
     )
 
     class Meta:

@@ -100,3 +100,6 @@ class DatasetEvent(models.Model):
 
     class Meta:
         ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return self.message

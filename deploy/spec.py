@@ -88,7 +88,9 @@ class ServiceSpec:
         data["engine_args"] = tuple(data.get("engine_args", ()))
         data["env"] = tuple(tuple(pair) for pair in data.get("env", ()))
         data["node_rules"] = tuple(
-            rule if isinstance(rule, NodeRule) else NodeRule(**{**rule, "values": tuple(rule.get("values", ()))})
+            rule
+            if isinstance(rule, NodeRule)
+            else NodeRule(**{**rule, "values": tuple(rule.get("values", ()))})
             for rule in data.get("node_rules", ())
         )
         data["tolerations"] = tuple(

@@ -89,7 +89,11 @@ def service_create(*, owner: AbstractBaseUser, **fields: Any) -> InferenceServic
 
 
 def service_update(
-    *, service: InferenceService, actor: AbstractBaseUser, replicas: int | None = None, description: str | None = None
+    *,
+    service: InferenceService,
+    actor: AbstractBaseUser,
+    replicas: int | None = None,
+    description: str | None = None,
 ) -> InferenceService:
     """Change replicas (scale, 0 stops) or the description; a new spec goes through reconcile."""
     if service.phase in {phases.DELETING, phases.DELETED}:
@@ -196,7 +200,9 @@ def service_transition(
 
 
 def service_record_applied(*, service_id: int, revision: str, lines: list[str]) -> None:
-    InferenceService.objects.filter(id=service_id).update(applied_revision=revision, applied_at=timezone.now())
+    InferenceService.objects.filter(id=service_id).update(
+        applied_revision=revision, applied_at=timezone.now()
+    )
     ServiceEvent.objects.create(
         service_id=service_id,
         kind=ServiceEvent.Kind.CLUSTER,

@@ -12,7 +12,17 @@ class ServiceEventInline(admin.TabularInline):
 
 @admin.register(InferenceService)
 class InferenceServiceAdmin(admin.ModelAdmin):
-    list_display = ("name", "namespace", "phase", "reason", "runtime", "queue", "gpu_count", "replicas", "owner")
+    list_display = (
+        "name",
+        "namespace",
+        "phase",
+        "reason",
+        "runtime",
+        "queue",
+        "gpu_count",
+        "replicas",
+        "owner",
+    )
     list_filter = ("phase", "runtime", "queue")
     search_fields = ("name", "model_path")
     readonly_fields = (

@@ -62,7 +62,17 @@ class ServiceSerializer(ModelValidatedSerializer):
 
     class Meta:
         model = InferenceService
-        fields = ("id", "uid", *SPEC_FIELDS, "namespace", "owner", "status", "access", "created_at", "updated_at")
+        fields = (
+            "id",
+            "uid",
+            *SPEC_FIELDS,
+            "namespace",
+            "owner",
+            "status",
+            "access",
+            "created_at",
+            "updated_at",
+        )
         read_only_fields = ("namespace",)
         # Uniqueness of live names is checked by the action, with the message the form shows.
         validators = []

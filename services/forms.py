@@ -76,7 +76,9 @@ class InferenceServiceForm(forms.ModelForm):
     )
     node_rules = forms.CharField(
         required=False,
-        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "topology.kubernetes.io/zone In zone-a,zone-b"}),
+        widget=forms.Textarea(
+            attrs={"rows": 2, "placeholder": "topology.kubernetes.io/zone In zone-a,zone-b"}
+        ),
         help_text="Custom mode: one rule per line, 'key In v1,v2', 'key NotIn v', 'key Exists'.",
     )
     tolerations = forms.CharField(

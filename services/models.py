@@ -8,9 +8,9 @@ from django.db.models import Q
 
 from console.validators import (
     ENV_NAME,
+    IMAGE_REF,
     LABEL_VALUE,
     QUALIFIED_NAME,
-    IMAGE_REF,
     validate_dns_label,
     validate_label_value,
     validate_quantity,
@@ -55,14 +55,20 @@ class InferenceService(models.Model):
     description = models.CharField(max_length=500, blank=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="services")
     queue = models.ForeignKey(
-        "queues.Queue", on_delete=models.PROTECT, related_name="services", help_text="The queue whose quota the service uses."
+        "queues.Queue",
+        on_delete=models.PROTECT,
+        related_name="services",
+        help_text="The queue whose quota the service uses.",
     )
     runtime = models.CharField(max_length=16, choices=Runtime.choices, default=Runtime.VLLM)
     image = models.CharField(
         max_length=300, blank=True, help_text="Container image; empty for the runtime's default version."
     )
     dataset = models.ForeignKey(
-        "datasets.Dataset", on_delete=models.PROTECT, related_name="services", help_text="Where the model files live."
+        "datasets.Dataset",
+        on_delete=models.PROTECT,
+        related_name="services",
+        help_text="Where the model files live.",
     )
     model_path = models.CharField(
         max_length=512,
@@ -79,10 +85,16 @@ class InferenceService(models.Model):
     engine_args = models.CharField(
         max_length=2000, blank=True, help_text="Extra runtime flags, e.g. --dtype=half --max-model-len=4096."
     )
-    env = models.JSONField("Environment variables", default=list, blank=True, help_text='[{"name": "NAME", "value": "value"}]')
+    env = models.JSONField(
+        "Environment variables", default=list, blank=True, help_text='[{"name": "NAME", "value": "value"}]'
+    )
     replicas = models.PositiveIntegerField(default=1, validators=[MaxValueValidator(MAX_REPLICAS)])
-    cpu = models.CharField("CPU", max_length=16, default="4", validators=[validate_quantity], help_text="e.g. 4 or 500m")
-    memory = models.CharField(max_length=16, default="30Gi", validators=[validate_quantity], help_text="e.g. 30Gi")
+    cpu = models.CharField(
+        "CPU", max_length=16, default="4", validators=[validate_quantity], help_text="e.g. 4 or 500m"
+    )
+    memory = models.CharField(
+        max_length=16, default="30Gi", validators=[validate_quantity], help_text="e.g. 30Gi"
+    )
     gpu_count = models.PositiveIntegerField(
         "GPU count",
         default=1,
@@ -98,12 +110,21 @@ class InferenceService(models.Model):
     )
     shm_size = models.CharField(
         "Shared memory (/dev/shm)",
-        max_length=16, blank=True, validators=[validate_quantity], help_text="Size of /dev/shm, e.g. 16Gi."
+        max_length=16,
+        blank=True,
+        validators=[validate_quantity],
+        help_text="Size of /dev/shm, e.g. 16Gi.",
     )
-    auth_policy = models.CharField("Auth policy", max_length=16, choices=AuthPolicy.choices, default=AuthPolicy.API_KEY)
+    auth_policy = models.CharField(
+        "Auth policy", max_length=16, choices=AuthPolicy.choices, default=AuthPolicy.API_KEY
+    )
     affinity_mode = models.CharField(max_length=8, choices=Affinity.choices, default=Affinity.AUTO)
-    node_rules = models.JSONField(default=list, blank=True, help_text='[{"key": ..., "operator": "In", "values": [...]}]')
-    tolerations = models.JSONField(default=list, blank=True, help_text='[{"key": ..., "operator": "Equal", ...}]')
+    node_rules = models.JSONField(
+        default=list, blank=True, help_text='[{"key": ..., "operator": "In", "values": [...]}]'
+    )
+    tolerations = models.JSONField(
+        default=list, blank=True, help_text='[{"key": ..., "operator": "Equal", ...}]'
+    )
 
     # What the console last decided or saw.
     phase = models.CharField(max_length=16, choices=phases.CHOICES, default=phases.PENDING, db_index=True)
@@ -204,7 +225,9 @@ def _env_problems(env: object) -> list[str]:
             continue
         name, value = item["name"], item["value"]
         if not isinstance(name, str) or not ENV_NAME.match(name):
-            problems.append(f"{name!r} is not a valid variable name (letters, digits and _, not starting with a digit).")
+            problems.append(
+                f"{name!r} is not a valid variable name (letters, digits and _, not starting with a digit)."
+            )
         elif name in RESERVED_ENV:
             problems.append(f"{name} is set by the console.")
         elif name in seen:
@@ -232,7 +255,9 @@ def _node_rule_problems(rules: object) -> list[str]:
             problems.append(f"Rule on {key} with {op} needs at least one value.")
         elif op in {"Exists", "DoesNotExist"} and values:
             problems.append(f"Rule on {key} with {op} takes no values.")
-        if not isinstance(values, list) or not all(isinstance(v, str) and LABEL_VALUE.match(v) for v in values):
+        if not isinstance(values, list) or not all(
+            isinstance(v, str) and LABEL_VALUE.match(v) for v in values
+        ):
             problems.append(f"Values of the rule on {key} must be valid label values.")
     return problems
 
@@ -276,7 +301,9 @@ class ServiceEvent(models.Model):
     phase = models.CharField(max_length=16, blank=True)
     reason = models.CharField(max_length=64, blank=True)
     message = models.CharField(max_length=2000, blank=True)
-    actor = models.CharField(max_length=150, blank=True, help_text="Username, or empty for the console itself.")
+    actor = models.CharField(
+        max_length=150, blank=True, help_text="Username, or empty for the console itself."
+    )
 
     class Meta:
         ordering = ["created_at", "id"]

@@ -15,7 +15,17 @@ DELETED = "Deleted"
 CHOICES = [
     (p, p)
     for p in (
-        PENDING, QUEUED, PREWARMING, DEPLOYING, STARTING, RUNNING, DEGRADED, FAILED, STOPPED, DELETING, DELETED
+        PENDING,
+        QUEUED,
+        PREWARMING,
+        DEPLOYING,
+        STARTING,
+        RUNNING,
+        DEGRADED,
+        FAILED,
+        STOPPED,
+        DELETING,
+        DELETED,
     )
 ]
 

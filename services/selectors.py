@@ -13,7 +13,12 @@ def services_visible_to(user: AbstractBaseUser) -> QuerySet[InferenceService]:
 
 
 def service_list(
-    *, user: AbstractBaseUser, phase: str = "", queue: str = "", runtime: str = "", search: str = "",
+    *,
+    user: AbstractBaseUser,
+    phase: str = "",
+    queue: str = "",
+    runtime: str = "",
+    search: str = "",
     include_deleted: bool = False,
 ) -> QuerySet[InferenceService]:
     rows = services_visible_to(user)

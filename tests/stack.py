@@ -70,4 +70,3 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: s
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
-

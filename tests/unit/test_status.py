@@ -7,7 +7,9 @@ from deploy.status import derive_status
 
 
 def pod(name="p-1", *, phase="Running", ready=False, scheduled=True, containers=(), **kw):
-    return PodObservation(name=name, phase=phase, ready=ready, scheduled=scheduled, containers=containers, **kw)
+    return PodObservation(
+        name=name, phase=phase, ready=ready, scheduled=scheduled, containers=containers, **kw
+    )
 
 
 def running(ready=True, **kw):
@@ -44,7 +46,9 @@ def test_unscheduled_pod_is_scheduling_until_the_scheduler_says_no():
 
 
 def test_container_creating_is_starting():
-    status = derive_status(obs([pod(phase="Pending", containers=(waiting("ContainerCreating"),))]), desired_replicas=1)
+    status = derive_status(
+        obs([pod(phase="Pending", containers=(waiting("ContainerCreating"),))]), desired_replicas=1
+    )
     assert (status.phase, status.reason) == ("Starting", "ContainerCreating")
 
 
@@ -115,7 +119,10 @@ def test_some_ready_some_failing_is_degraded():
 
 
 def test_progress_deadline_exceeded():
-    o = obs([pod(containers=(running(ready=False),))], conditions={"Progressing": ("False", "ProgressDeadlineExceeded", "took too long")})
+    o = obs(
+        [pod(containers=(running(ready=False),))],
+        conditions={"Progressing": ("False", "ProgressDeadlineExceeded", "took too long")},
+    )
     status = derive_status(o, desired_replicas=1)
     assert (status.phase, status.reason) == ("Failed", "ProgressDeadlineExceeded")
 

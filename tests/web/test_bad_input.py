@@ -3,8 +3,8 @@ and nothing is created."""
 
 import pytest
 
-from services.models import InferenceService
 from services.forms import format_env
+from services.models import InferenceService
 
 # (case id, field changed, new value, field the error must be on, text in the message)
 BAD_SPECS = [
@@ -12,7 +12,13 @@ BAD_SPECS = [
     ("name-starts-with-digit", "name", "6b-chat", "name", "starting with a letter"),
     ("name-with-underscore", "name", "chat_glm", "name", "lowercase"),
     ("name-too-long", "name", "a" * 51, "name", "at most 50 characters"),
-    ("unknown-engine-flag", "engine_args", "--dtype=half --frobnicate=3", "engine_args", "unknown flag --frobnicate"),
+    (
+        "unknown-engine-flag",
+        "engine_args",
+        "--dtype=half --frobnicate=3",
+        "engine_args",
+        "unknown flag --frobnicate",
+    ),
     ("managed-engine-flag", "engine_args", "--model=/etc", "engine_args", "set by the console"),
     ("engine-flag-missing-value", "engine_args", "--max-model-len", "engine_args", "needs a value"),
     ("engine-bare-value", "engine_args", "rm -rf /", "engine_args", "unexpected value"),
@@ -28,7 +34,13 @@ BAD_SPECS = [
     ("bad-memory-quantity", "memory", "30 GB", "memory", "not a Kubernetes quantity"),
     ("bad-image", "image", "vllm/vllm openai", "image", "no spaces"),
     ("bad-gpu-type", "gpu_type", "A100 80GB", "gpu_type", ""),
-    ("rules-without-custom-mode", "node_rules", [{"key": "zone", "operator": "In", "values": ["a"]}], "affinity_mode", "custom"),
+    (
+        "rules-without-custom-mode",
+        "node_rules",
+        [{"key": "zone", "operator": "In", "values": ["a"]}],
+        "affinity_mode",
+        "custom",
+    ),
     ("over-queue-quota", "gpu_count", 9, "queue", "0 of 8 GPUs in use"),
 ]
 
@@ -42,7 +54,9 @@ def _form_value(field, value):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("case", "field", "value", "error_field", "text"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
+@pytest.mark.parametrize(
+    ("case", "field", "value", "error_field", "text"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS]
+)
 def test_api_refuses_bad_spec(api, service_payload, case, field, value, error_field, text):
     response = api.post("/api/v1/services/", {**service_payload, field: value}, format="json")
     assert response.status_code == 400, response.content
@@ -53,10 +67,19 @@ def test_api_refuses_bad_spec(api, service_payload, case, field, value, error_fi
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("case", "field", "value", "error_field", "text"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
-def test_form_refuses_bad_spec(client, user, queue, dataset, service_payload, case, field, value, error_field, text):
+@pytest.mark.parametrize(
+    ("case", "field", "value", "error_field", "text"), BAD_SPECS, ids=[c[0] for c in BAD_SPECS]
+)
+def test_form_refuses_bad_spec(
+    client, user, queue, dataset, service_payload, case, field, value, error_field, text
+):
     client.force_login(user)
-    data = {**service_payload, "queue": queue.id, "dataset": dataset.id, "env": format_env(service_payload["env"])}
+    data = {
+        **service_payload,
+        "queue": queue.id,
+        "dataset": dataset.id,
+        "env": format_env(service_payload["env"]),
+    }
     data[field] = _form_value(field, value)
     if field == "dataset":
         data["dataset"] = 999_999
@@ -90,7 +113,9 @@ def test_malformed_json_is_400_not_500(api):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("body", [{"env": "A=b"}, {"env": [{"name": "A"}]}, {"node_rules": "x"}, {"replicas": "many"}])
+@pytest.mark.parametrize(
+    "body", [{"env": "A=b"}, {"env": [{"name": "A"}]}, {"node_rules": "x"}, {"replicas": "many"}]
+)
 def test_wrongly_typed_fields_are_400(api, service_payload, body):
     response = api.post("/api/v1/services/", {**service_payload, **body}, format="json")
     assert response.status_code == 400

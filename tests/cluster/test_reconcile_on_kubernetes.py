@@ -1,0 +1,71 @@
+"""The console's own reconcile path (action → task → sync → adapter → derive_status) with
+CLUSTER_BACKEND=kubernetes against the real API server."""
+
+import time
+
+import pytest
+
+from deploy import clusters
+from deploy.sync import observe_service
+from deploy.tasks import delete_service, reconcile_service
+from services import phases
+from services.actions import service_create, service_delete
+from services.models import InferenceService
+
+pytestmark = [pytest.mark.cluster, pytest.mark.django_db]
+
+
+@pytest.fixture
+def kubernetes_backend(settings, harness_kubeconfig, namespace):
+    settings.CLUSTER_BACKEND = "kubernetes"
+    settings.KUBECONFIG = harness_kubeconfig
+    settings.SERVICE_NAMESPACE = namespace
+    clusters._cluster_for.cache_clear()
+    yield clusters.get_cluster()
+    clusters._cluster_for.cache_clear()
+
+
+def observe_until(service_id: int, done, *, timeout: float = 60.0) -> InferenceService:
+    """Observe as the watcher would until done(service); fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        service = InferenceService.objects.select_related("dataset", "queue").get(id=service_id)
+        if done(service):
+            return service
+        observe_service(service)
+        time.sleep(0.5)
+    pytest.fail(f"timed out; last phase {service.phase} {service.reason}: {service.message}")
+
+
+def test_create_reaches_running_and_delete_removes_everything(kubernetes_backend, user, queue, dataset):
+    service = service_create(
+        owner=user, name="chat", queue=queue, dataset=dataset, model_path="THUDM/chatglm2-6b", gpu_count=1
+    )
+    reconcile_service(service.id)  # what the worker runs after commit
+    service.refresh_from_db()
+    assert service.applied_revision
+    assert service.events.filter(reason="Applied", message__contains="Deployment").exists()
+
+    service = observe_until(service.id, lambda s: s.phase == phases.RUNNING)
+    assert service.ready_replicas == 1
+    assert service.observed["pods"][0]["node"] in {"gpu-node-1", "gpu-node-2"}
+
+    reconcile_service(service.id)  # idempotent: a second reconcile changes nothing in the cluster
+    assert "unchanged" in service.events.filter(reason="Applied").last().message
+
+    service_delete(service=service, actor=user)
+    delete_service(service.id)
+    observe_until(service.id, lambda s: s.phase == phases.DELETED)
+    assert not kubernetes_backend.observe(service.namespace, "chat").anything_left
+
+
+def test_sixteen_gpus_fail_unschedulable(kubernetes_backend, user, queue, dataset):
+    queue.gpu_quota = 64
+    queue.save()
+    service = service_create(
+        owner=user, name="huge", queue=queue, dataset=dataset, model_path="m", runtime="triton", gpu_count=16
+    )
+    reconcile_service(service.id)
+    service = observe_until(service.id, lambda s: s.phase == phases.FAILED)
+    assert service.reason == "Unschedulable"
+    assert "Insufficient nvidia.com/gpu" in service.message
