@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -40,7 +38,6 @@ GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedu
 CACHE_MOUNT_PATH = "/root/.cache"
 SHM_MOUNT_PATH = "/dev/shm"  # noqa: S108 - the container's shared memory, not a temp file
 TERMINATION_GRACE_SECONDS = 60
-VLLM_LIVENESS_FAILURE_THRESHOLD = 6
 # Image pulls of multi-GB serving images come on top of the runtime's load time.
 IMAGE_PULL_ALLOWANCE_SECONDS = 600
 
@@ -78,46 +75,19 @@ def selector_labels(name: str) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_SERVICE: name}
 
 
-# --- per-runtime launch details -----------------------------------------------------------
+# --- launching the server ----------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Launch:
-    """What the Runtime data does not say: how to start the server and what else it needs."""
-
-    command: tuple[str, ...]
-    args: Callable[[ServiceSpec, Runtime], list[str]]
-    liveness: bool  # False for Triton: a liveness probe would kill it while it loads
-    env: tuple[tuple[str, str], ...] = ()
-
-
-def _vllm_args(spec: ServiceSpec, runtime: Runtime) -> list[str]:
-    args = [
-        f"--model={_model_dir(spec, runtime)}",
-        f"--served-model-name={spec.served_model_name}",
-        "--host=0.0.0.0",  # inside the pod; a NetworkPolicy fronts it
-        f"--port={runtime.port('http').port}",
-    ]
-    if spec.gpu_count > 1:
+def _args(spec: ServiceSpec, runtime: Runtime) -> list[str]:
+    args = [f"{runtime.model_flag}={_model_dir(spec, runtime)}"]
+    if runtime.served_name_flag:
+        args.append(f"{runtime.served_name_flag}={spec.served_model_name}")
+    args += runtime.fixed_args
+    args += [f"{flag}={runtime.port(name).port}" for flag, name in runtime.port_flags]
+    if runtime.tensor_parallel_flag and spec.gpu_count > 1:
         # One replica spans all its GPUs: tensor parallel size = GPU count.
-        args.append(f"--tensor-parallel-size={spec.gpu_count}")
-    return args
-
-
-def _triton_args(spec: ServiceSpec, runtime: Runtime) -> list[str]:
-    return [
-        f"--model-repository={_model_dir(spec, runtime)}",
-        f"--http-port={runtime.port('http').port}",
-        f"--grpc-port={runtime.port('grpc').port}",
-        f"--metrics-port={runtime.port('metrics').port}",
-    ]
-
-
-_LAUNCH: dict[str, _Launch] = {
-    # The model is on a local volume: never let huggingface_hub reach the network.
-    "vllm": _Launch(command=(), args=_vllm_args, liveness=True, env=(("HF_HUB_OFFLINE", "1"),)),
-    "triton": _Launch(command=("tritonserver",), args=_triton_args, liveness=False),
-}
+        args.append(f"{runtime.tensor_parallel_flag}={spec.gpu_count}")
+    return args + list(spec.engine_args)
 
 
 # --- objects ------------------------------------------------------------------------------
@@ -230,35 +200,24 @@ def _pod_spec(spec: ServiceSpec, runtime: Runtime) -> Obj:
 
 
 def _container(spec: ServiceSpec, runtime: Runtime) -> Obj:
-    launch = _LAUNCH[runtime.name]
     container: Obj = {"name": CONTAINER_NAME, "image": spec.image}
-    if launch.command:
-        container["command"] = list(launch.command)
-    container["args"] = launch.args(spec, runtime) + list(spec.engine_args)
+    if runtime.command:
+        container["command"] = list(runtime.command)
+    container["args"] = _args(spec, runtime)
     container["ports"] = [
         {"name": port.name, "containerPort": port.port, "protocol": "TCP"} for port in runtime.ports
     ]
     if spec.env:
         container["envFrom"] = [{"configMapRef": {"name": f"{spec.name}-env"}}]
-    env = _literal_env(runtime, launch)
-    if env:
-        container["env"] = env
+    if runtime.extra_env:
+        container["env"] = [{"name": name, "value": value} for name, value in runtime.extra_env]
     container["resources"] = _resources(spec)
     container["volumeMounts"] = _volume_mounts(spec, runtime)
     container["startupProbe"] = _probe(runtime.startup_probe)
     container["readinessProbe"] = _probe(runtime.readiness_probe)
-    if launch.liveness:
-        # Safe only because the startup probe holds liveness off until the engine is up.
-        container["livenessProbe"] = _probe(
-            runtime.startup_probe, failure_threshold=VLLM_LIVENESS_FAILURE_THRESHOLD
-        )
+    if runtime.liveness_probe is not None:
+        container["livenessProbe"] = _probe(runtime.liveness_probe)
     return container
-
-
-def _literal_env(runtime: Runtime, launch: _Launch) -> list[Obj]:
-    merged = dict(runtime.extra_env)
-    merged.update(launch.env)
-    return [{"name": name, "value": value} for name, value in merged.items()]
 
 
 def _resources(spec: ServiceSpec) -> Obj:
@@ -269,12 +228,12 @@ def _resources(spec: ServiceSpec) -> Obj:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
-def _probe(probe: Probe, *, failure_threshold: int | None = None) -> Obj:
+def _probe(probe: Probe) -> Obj:
     result: Obj = {"httpGet": {"path": probe.path, "port": probe.port_name}}
     if probe.initial_delay_seconds:
         result["initialDelaySeconds"] = probe.initial_delay_seconds
     result["periodSeconds"] = probe.period_seconds
-    result["failureThreshold"] = failure_threshold or probe.failure_threshold
+    result["failureThreshold"] = probe.failure_threshold
     return result
 
 

@@ -51,11 +51,25 @@ class Runtime:
     flags: tuple[Flag, ...]
     # Flags the console sets itself (model location, ports, parallelism).
     managed_flags: tuple[str, ...]
+    # How the server is started: `command` (empty: the image's entrypoint), then
+    # `<model_flag>=<mount>/<model path>`, the served-name flag, the fixed args, `<flag>=<port>`
+    # for each named port, the tensor-parallel flag when it applies, then the user's args.
+    model_flag: str
+    port_flags: tuple[tuple[str, str], ...]  # (flag, port name)
+    command: tuple[str, ...] = ()
+    fixed_args: tuple[str, ...] = ()
+    served_name_flag: str = ""
+    tensor_parallel_flag: str = ""  # tensor parallel size = GPU count, when > 1
+    # None when a liveness probe could kill a server that is still loading its models.
+    liveness_probe: Probe | None = None
     layouts: tuple[str, ...] = ()
-    # Loading a big model can take many minutes (13 in the Triton field report): the
-    # startup probe allows this long before the kubelet gives up on a pod.
-    startup_seconds: int = 1800
     extra_env: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def startup_seconds(self) -> int:
+        """How long the startup probe lets a model load (13 minutes in the Triton field report)."""
+        probe = self.startup_probe
+        return probe.initial_delay_seconds + probe.period_seconds * probe.failure_threshold
 
     def port(self, name: str) -> Port:
         return next(p for p in self.ports if p.name == name)

@@ -43,6 +43,9 @@ TRITON = Runtime(
     # liveness probe would kill it in the middle. Startup + readiness only.
     startup_probe=Probe(path="/v2/health/live", period_seconds=10, failure_threshold=180),
     readiness_probe=Probe(path="/v2/health/ready", period_seconds=10, failure_threshold=3),
+    command=("tritonserver",),
+    model_flag="--model-repository",
+    port_flags=(("--http-port", "http"), ("--grpc-port", "grpc"), ("--metrics-port", "metrics")),
     model_mount_path="/models",
     description="KServe v2 protocol over HTTP (8000) and gRPC (8001), Prometheus metrics on 8002.",
     flags=tuple(Flag(f) for f in _VALUE_FLAGS),

@@ -71,6 +71,15 @@ VLLM = Runtime(
     # /health answers as soon as the engine is up; /v1/models once the model is served.
     startup_probe=Probe(path="/health", period_seconds=10, failure_threshold=180),
     readiness_probe=Probe(path="/v1/models", period_seconds=10, failure_threshold=3),
+    # Safe only because the startup probe holds liveness off until the engine is up.
+    liveness_probe=Probe(path="/health", period_seconds=10, failure_threshold=6),
+    model_flag="--model",
+    port_flags=(("--port", "http"),),
+    fixed_args=("--host=0.0.0.0",),  # inside the pod; the Service fronts it
+    served_name_flag="--served-model-name",
+    tensor_parallel_flag="--tensor-parallel-size",
+    # The model is on a local volume: never let huggingface_hub reach the network.
+    extra_env=(("HF_HUB_OFFLINE", "1"),),
     model_mount_path="/models",
     description="OpenAI-compatible server for LLMs (/v1/chat/completions, /v1/completions, /v1/embeddings).",
     flags=tuple(Flag(f) for f in _VALUE_FLAGS) + tuple(Flag(f, takes_value=False) for f in _SWITCH_FLAGS),
