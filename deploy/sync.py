@@ -52,7 +52,7 @@ def apply_service(service: InferenceService) -> None:
     service_transition(
         service_id=service.id,
         to_phase=phases.DEPLOYING,
-        reason="Applied",
+        reason="WaitingForPods",
         message=f"Revision {revision} applied; waiting for pods.",
         from_phases={phases.PENDING, phases.QUEUED, phases.PREWARMING, phases.FAILED},
     )
