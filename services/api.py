@@ -10,6 +10,7 @@ from deploy.render import objects_to_yaml, render_service
 from queues.models import Queue
 from services.access import access_info
 from services.actions import SPEC_FIELDS, service_create, service_delete, service_update
+from services.logs import PodNotFound, service_pod_log
 from services.models import InferenceService, ServiceEvent
 from services.selectors import service_events, service_list, services_visible_to
 from services.spec import service_spec
@@ -105,6 +106,13 @@ class ServiceUpdateSerializer(serializers.Serializer):
     description = serializers.CharField(max_length=500, allow_blank=True, required=False)
 
 
+class PodLogSerializer(serializers.Serializer):
+    pod = serializers.CharField()
+    previous = serializers.BooleanField()
+    text = serializers.CharField()
+    error = serializers.CharField()
+
+
 class ServiceEventSerializer(serializers.ModelSerializer):
     class Meta:
         model = ServiceEvent
@@ -173,3 +181,21 @@ class ServiceViewSet(
     def events(self, request, pk=None):
         service = get_object_or_404(services_visible_to(request.user), pk=pk)
         return Response(ServiceEventSerializer(service_events(service=service), many=True).data)
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("pod", str, description="Pod name; default: the first pod."),
+            OpenApiParameter("previous", bool, description="The previous (crashed) container's log."),
+        ],
+        responses=PodLogSerializer,
+    )
+    @action(detail=True)
+    def logs(self, request, pk=None):
+        """The log of one of the service's pods, current or previous."""
+        service = self.get_object()
+        previous = request.query_params.get("previous", "").lower() in {"1", "true", "yes"}
+        try:
+            log = service_pod_log(service=service, pod=request.query_params.get("pod", ""), previous=previous)
+        except PodNotFound as exc:
+            raise serializers.ValidationError({"pod": [str(exc)]}) from None
+        return Response(PodLogSerializer(log).data)

@@ -37,3 +37,8 @@ def service_list(
 
 def service_events(*, service: InferenceService, limit: int = 100) -> list[ServiceEvent]:
     return list(service.events.order_by("-created_at", "-id")[:limit])[::-1]
+
+
+def service_pod_names(*, service: InferenceService) -> list[str]:
+    """The pods last observed for the service (logs may only be read from these)."""
+    return [pod["name"] for pod in service.observed.get("pods", [])]

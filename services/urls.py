@@ -9,6 +9,7 @@ urlpatterns = [
     path("<int:pk>/", views.service_detail_view, name="detail"),
     path("<int:pk>/status/", views.service_status_partial, name="status"),
     path("<int:pk>/manifests/", views.service_manifests_view, name="manifests"),
+    path("<int:pk>/logs/", views.service_logs_view, name="logs"),
     path("<int:pk>/delete/", views.service_delete_view, name="delete"),
     path("<int:pk>/scale/", views.service_scale_view, name="scale"),
 ]

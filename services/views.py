@@ -2,7 +2,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -13,6 +13,7 @@ from services import phases
 from services.access import access_info
 from services.actions import service_create, service_delete, service_update
 from services.forms import InferenceServiceForm, ScaleForm
+from services.logs import PodNotFound, service_pod_log
 from services.models import InferenceService
 from services.selectors import service_events, service_list, services_visible_to
 from services.spec import service_spec
@@ -98,6 +99,18 @@ def service_manifests_view(request: HttpRequest, pk: int) -> HttpResponse:
     service = _get_service(request, pk)
     manifest_yaml = objects_to_yaml(render_service(service_spec(service)))
     return render(request, "services/manifests.html", {"service": service, "manifest_yaml": manifest_yaml})
+
+
+@login_required
+def service_logs_view(request: HttpRequest, pk: int) -> HttpResponse:
+    service = _get_service(request, pk)
+    try:
+        log = service_pod_log(
+            service=service, pod=request.GET.get("pod", ""), previous=request.GET.get("previous") == "1"
+        )
+    except PodNotFound as exc:
+        raise Http404(str(exc)) from None
+    return render(request, "services/logs.html", {"service": service, "log": log})
 
 
 @login_required

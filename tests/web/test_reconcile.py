@@ -152,3 +152,20 @@ def test_permanent_cluster_errors_fail_the_service_with_the_reason(settings, tmp
     service.refresh_from_db()
     assert (service.phase, service.reason) == (phases.FAILED, "ApplyFailed")
     assert "cannot load the Kubernetes configuration" in service.message
+
+
+def test_pod_logs_through_api_and_page(simulated, service, api, client, user):
+    reconcile_service(service.id)
+    service.refresh_from_db()
+    pod = service.observed["pods"][0]["name"]
+    body = api.get(f"/api/v1/services/{service.id}/logs/").json()
+    assert body["pod"] == pod
+    assert "simulated cluster" in body["text"]
+    assert body["error"] == ""
+    wrong = api.get(f"/api/v1/services/{service.id}/logs/?pod=someone-elses-pod")
+    assert wrong.status_code == 400
+    assert "not one of this service's pods" in wrong.json()["pod"][0]
+    client.force_login(user)
+    page = client.get(f"/services/{service.id}/logs/?pod={pod}")
+    assert "simulated cluster" in page.content.decode()
+    assert client.get(f"/services/{service.id}/logs/?pod=nope").status_code == 404
