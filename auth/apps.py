@@ -6,3 +6,6 @@ class AccessConfig(AppConfig):
     name = "auth"
     label = "access"
     verbose_name = "Access: tokens and API keys"
+
+    def ready(self) -> None:
+        from auth import schema  # noqa: F401  (registers the OpenAPI security scheme)

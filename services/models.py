@@ -80,7 +80,8 @@ class InferenceService(models.Model):
         max_length=128,
         blank=True,
         validators=[validate_label_value],
-        help_text="Model name clients send; empty for the service name.",
+        help_text="The model name clients send (vLLM: --served-model-name; Triton: the model's folder in the "
+        "repository). Empty: the service name.",
     )
     engine_args = models.CharField(
         max_length=2000, blank=True, help_text="Extra runtime flags, e.g. --dtype=half --max-model-len=4096."
