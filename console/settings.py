@@ -34,6 +34,8 @@ def _development_secret_key() -> str:
 
 
 SECRET_KEY = env_str("SECRET_KEY") or ("" if PRODUCTION else _development_secret_key())
+# Encrypts dataset credentials at rest; defaults to a key derived from SECRET_KEY.
+CREDENTIALS_KEY = env_str("CREDENTIALS_KEY")
 DEBUG = env_bool("DEBUG", default=not PRODUCTION)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", [] if PRODUCTION else ["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
@@ -173,6 +175,8 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
         "processed_folder": str(_processed_dir),
+        # Exchange tables; kombu's default is ./control in the working directory.
+        "control_folder": str(VAR_DIR / "celery" / "control"),
         "store_processed": False,
     }
 CELERY_TASK_ACKS_LATE = True
@@ -207,6 +211,15 @@ SIMULATED_LOAD_SECONDS = env_float("SIMULATED_LOAD_SECONDS", 5.0)
 # A service still not Running this long after its last apply is failed by repair_drift.
 SERVICE_START_DEADLINE_SECONDS = env_int("SERVICE_START_DEADLINE_SECONDS", 1800)
 WATCH_POLL_SECONDS = env_float("WATCH_POLL_SECONDS", 1.0)
+
+# --- Datasets and prewarm ---------------------------------------------------------------
+# Prewarmed copies live in one PVC per dataset, `dataset-<name>`.
+PREWARM_STORAGE_CLASS = env_str("PREWARM_STORAGE_CLASS")  # empty: the cluster's default
+PREWARM_CACHE_SIZE = env_str("PREWARM_CACHE_SIZE", "100Gi")
+PREWARM_IMAGE = env_str("PREWARM_IMAGE", "inference-console:latest")  # the console image (deploy/Dockerfile)
+PREWARM_CPU = env_str("PREWARM_CPU", "2")
+PREWARM_MEMORY = env_str("PREWARM_MEMORY", "4Gi")
+PREWARM_POLL_SECONDS = env_float("PREWARM_POLL_SECONDS", 1.0)
 
 LOGGING = {
     "version": 1,

@@ -60,15 +60,39 @@ def validate_relative_path(value: str) -> None:
         )
 
 
-_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
-_DECIMAL = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18}
+# What parse_quantity reads: the Kubernetes client's grammar (signs, exponents, "K", "n", "u"),
+# wider than QUANTITY, so that it also reads what a cluster or a nodes file holds. User input is
+# held to QUANTITY by validate_quantity before anything parses it.
+_PARSED_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?)([a-zA-Z]*)$")
+_SUFFIX = {
+    "": 1.0,
+    "n": 1e-9,
+    "u": 1e-6,
+    "m": 1e-3,
+    "k": 1e3,
+    "K": 1e3,
+    "M": 1e6,
+    "G": 1e9,
+    "T": 1e12,
+    "P": 1e15,
+    "E": 1e18,
+    "Ki": 2.0**10,
+    "Mi": 2.0**20,
+    "Gi": 2.0**30,
+    "Ti": 2.0**40,
+    "Pi": 2.0**50,
+    "Ei": 2.0**60,
+}
 
 
-def parse_quantity(value: str) -> float:
-    """A Kubernetes quantity as a number (cores for cpu, bytes for memory)."""
-    match = QUANTITY.match(value or "")
-    if not match:
-        raise ValueError(f"not a quantity: {value!r}")
-    suffix = match.group(3) or ""
-    number = float(value[: len(value) - len(suffix)] if suffix else value)
-    return number * (_BINARY.get(suffix) or _DECIMAL[suffix])
+def parse_quantity(value: str | int | float) -> float:
+    """A Kubernetes quantity as a number (cores for cpu, bytes for memory): "500m" -> 0.5,
+    "16Gi" -> 17179869184.0, 8 -> 8.0. ValueError when it is not a quantity."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid quantity {value!r}")
+    if isinstance(value, int | float):
+        return float(value)
+    match = _PARSED_QUANTITY.match(str(value).strip())
+    if not match or match.group(2) not in _SUFFIX:
+        raise ValueError(f"invalid quantity {value!r}")
+    return float(match.group(1)) * _SUFFIX[match.group(2)]

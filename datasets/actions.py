@@ -1,4 +1,4 @@
-"""Every write to a dataset."""
+"""Every write to a dataset. Storage checks (network) run before any transaction opens."""
 
 from typing import Any
 
@@ -10,21 +10,99 @@ from datasets.models import Dataset, DatasetEvent
 
 DATASET_FIELDS = (
     "name", "description", "kind", "nfs_server", "nfs_path", "s3_endpoint", "s3_bucket", "s3_prefix",
-    "s3_region", "local_path", "pvc_name",
+    "s3_region", "s3_path_style", "local_path", "pvc_name", "cache_size", "storage_class",
 )  # fmt: skip
+# Write-only inputs, stored encrypted and never shown back.
+CREDENTIAL_FIELDS = ("s3_access_key", "s3_secret_key")
+# Changing any of these changes which files the dataset holds: prewarm again.
+SOURCE_FIELDS = {
+    "kind", "nfs_server", "nfs_path", "s3_endpoint", "s3_bucket", "s3_prefix", "s3_region", "s3_path_style",
+    "local_path", "pvc_name",
+}  # fmt: skip
+
+
+def _check_unknown(fields: dict[str, Any]) -> None:
+    unknown = set(fields) - set(DATASET_FIELDS) - set(CREDENTIAL_FIELDS)
+    if unknown:
+        raise ValidationError({name: "Unknown field." for name in sorted(unknown)})
+
+
+def _split_credentials(fields: dict[str, Any]) -> dict[str, str]:
+    return {name: fields.pop(name) or "" for name in CREDENTIAL_FIELDS if name in fields}
+
+
+def _check_storage(dataset: Dataset) -> None:
+    """S3: list the prefix with the given credentials, so a typo is an error next to the field now,
+    not a failed prewarm later. Runs outside any transaction (it is a network call)."""
+    if dataset.kind != Dataset.Kind.S3:
+        return
+    from datasets.sources import storage_for
+    from datasets.storage import StorageError
+
+    storage = storage_for(dataset)
+    if storage is None:
+        return
+    try:
+        storage.check()
+    except StorageError as exc:
+        field = {
+            "AccessDenied": "s3_secret_key",
+            "InvalidAccessKeyId": "s3_access_key",
+            "SignatureDoesNotMatch": "s3_secret_key",
+            "NoSuchBucket": "s3_bucket",
+            "EmptySource": "s3_prefix",
+            "EmptyPrefix": "s3_prefix",
+            "Unreachable": "s3_endpoint",
+            "SourceUnreachable": "s3_endpoint",
+        }.get(exc.reason, "s3_bucket")
+        raise ValidationError({field: str(exc)}) from None
 
 
 def dataset_create(*, owner: AbstractBaseUser, **fields: Any) -> Dataset:
-    unknown = set(fields) - set(DATASET_FIELDS)
-    if unknown:
-        raise ValidationError({name: "Unknown field." for name in sorted(unknown)})
+    _check_unknown(fields)
+    credentials = _split_credentials(fields)
     dataset = Dataset(owner=owner, **fields)
+    dataset.set_credentials(credentials)
     dataset.full_clean()
+    _check_storage(dataset)
     with transaction.atomic():
         dataset.save()
         DatasetEvent.objects.create(dataset=dataset, message=f"Created by {owner} ({dataset.location}).")
         transaction.on_commit(lambda: _enqueue_prewarm(dataset.id))
     return dataset
+
+
+def dataset_update(*, dataset: Dataset, actor: AbstractBaseUser, **fields: Any) -> Dataset:
+    """Change a dataset; empty credential fields keep the stored ones. A new source is prewarmed."""
+    _check_unknown(fields)
+    fields.pop("name", None)  # the name is the PVC's name: fixed once created
+    credentials = {k: v for k, v in _split_credentials(fields).items() if v}
+    changed = [name for name, value in fields.items() if getattr(dataset, name) != value]
+    for name in changed:
+        setattr(dataset, name, fields[name])
+    if credentials:
+        dataset.set_credentials({**dataset.credentials(), **credentials})
+        changed.append("credentials")
+    if not changed:
+        return dataset
+    dataset.full_clean()
+    _check_storage(dataset)
+    reprewarm = bool(SOURCE_FIELDS & set(changed)) or "credentials" in changed
+    with transaction.atomic():
+        dataset.save()
+        DatasetEvent.objects.create(
+            dataset=dataset, message=f"Changed by {actor}: {', '.join(sorted(changed))}."
+        )
+        if reprewarm:
+            transaction.on_commit(lambda: _enqueue_prewarm(dataset.id))
+    return dataset
+
+
+def dataset_prewarm(*, dataset: Dataset, actor: AbstractBaseUser) -> None:
+    """Prewarm on demand (copies only what changed since the last run)."""
+    with transaction.atomic():
+        DatasetEvent.objects.create(dataset=dataset, message=f"Prewarm requested by {actor}.")
+        transaction.on_commit(lambda: _enqueue_prewarm(dataset.id))
 
 
 def _enqueue_prewarm(dataset_id: int) -> None:

@@ -5,13 +5,32 @@ from datasets.models import Dataset
 
 
 class DatasetForm(forms.ModelForm):
+    """Create or edit a dataset. Secrets are write-only: never rendered back into the page."""
+
     s3_endpoint = forms.URLField(
         required=False,
         assume_scheme="https",
         help_text="Endpoint URL, e.g. https://minio.example:9000; empty for AWS.",
+    )
+    s3_access_key = forms.CharField(
+        label="S3 access key", required=False, widget=forms.PasswordInput(render_value=False)
+    )
+    s3_secret_key = forms.CharField(
+        label="S3 secret key",
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted; handed to the cluster only as a Secret. Checked by listing the prefix.",
     )
 
     class Meta:
         model = Dataset
         fields = DATASET_FIELDS
         widgets = {"description": forms.TextInput()}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["name"].disabled = True  # it names the cache PVC
+            if self.instance.has_credentials:
+                for name in ("s3_access_key", "s3_secret_key"):
+                    self.fields[name].widget.attrs["placeholder"] = "(stored; leave empty to keep)"

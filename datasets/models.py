@@ -2,7 +2,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from console.validators import validate_dns_label
+from console.crypto import decrypt_json, encrypt_json
+from console.validators import validate_dns_label, validate_quantity
 from deploy.spec import ModelVolume
 
 
@@ -32,8 +33,24 @@ class Dataset(models.Model):
     s3_bucket = models.CharField(max_length=63, blank=True)
     s3_prefix = models.CharField(max_length=1024, blank=True)
     s3_region = models.CharField(max_length=32, blank=True)
+    s3_path_style = models.BooleanField(
+        "S3 path-style addressing", default=False, help_text="Needed by most non-AWS servers (MinIO, Ceph)."
+    )
+    # Access key and secret, encrypted (console.crypto); never shown back, only replaced.
+    credentials_encrypted = models.TextField(blank=True, editable=False)
     local_path = models.CharField(max_length=1024, blank=True, help_text="Absolute path on the GPU nodes.")
     pvc_name = models.CharField(max_length=253, blank=True, validators=[validate_dns_label])
+    cache_size = models.CharField(
+        max_length=16,
+        blank=True,
+        validators=[validate_quantity],
+        help_text="Size of the cluster-local copy (PVC), e.g. 200Gi; empty for the console's default.",
+    )
+    storage_class = models.CharField(
+        max_length=253, blank=True, help_text="Storage class of the copy; empty for the cluster's default."
+    )
+    # The files as last listed by a prewarm: [[path, size], ...], for browsing NFS copies.
+    files = models.JSONField(default=list, blank=True, editable=False)
     phase = models.CharField(max_length=16, choices=Phase.choices, default=Phase.PENDING)
     phase_message = models.CharField(max_length=500, blank=True)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="datasets")
@@ -67,6 +84,25 @@ class Dataset(models.Model):
             raise ValidationError(errors)
 
     @property
+    def prewarmed(self) -> bool:
+        """NFS and S3 files are copied into a cluster-local PVC; PVCs and node paths are used in place."""
+        return self.kind in {self.Kind.NFS, self.Kind.S3}
+
+    @property
+    def cache_claim_name(self) -> str:
+        return f"dataset-{self.name}"
+
+    def credentials(self) -> dict[str, str]:
+        return decrypt_json(self.credentials_encrypted)
+
+    def set_credentials(self, values: dict[str, str]) -> None:
+        self.credentials_encrypted = encrypt_json({k: v for k, v in values.items() if v})
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.credentials_encrypted)
+
+    @property
     def is_ready(self) -> bool:
         return self.phase == self.Phase.READY
 
@@ -81,14 +117,12 @@ class Dataset(models.Model):
         return f"pvc/{self.pvc_name}"
 
     def model_volume(self) -> ModelVolume:
-        """How pods see this dataset. S3 is prewarmed into a cluster-local PVC first."""
-        if self.kind == self.Kind.NFS:
-            return ModelVolume(kind="nfs", nfs_server=self.nfs_server, nfs_path=self.nfs_path)
+        """How pods see this dataset: the prewarmed copy, or the PVC / node path itself."""
         if self.kind == self.Kind.LOCAL:
             return ModelVolume(kind="hostPath", host_path=self.local_path)
         if self.kind == self.Kind.PVC:
             return ModelVolume(kind="pvc", claim_name=self.pvc_name)
-        return ModelVolume(kind="pvc", claim_name=f"dataset-{self.name}")
+        return ModelVolume(kind="pvc", claim_name=self.cache_claim_name)
 
 
 class DatasetEvent(models.Model):
@@ -103,3 +137,50 @@ class DatasetEvent(models.Model):
 
     def __str__(self) -> str:
         return self.message
+
+
+class PrewarmRun(models.Model):
+    """One prewarm of a dataset: a Job copying its files into the cluster-local PVC.
+
+    The row is the job's record: status, live progress (from the copier's JSON lines) and
+    the tail of its log, so the page survives reloads and worker restarts.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "Pending"
+        RUNNING = "Running"
+        SUCCEEDED = "Succeeded"
+        FAILED = "Failed"
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="prewarm_runs")
+    job_name = models.CharField(max_length=63)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    reason = models.CharField(max_length=64, blank=True)
+    message = models.CharField(max_length=2000, blank=True)
+    files_total = models.PositiveIntegerField(default=0)
+    files_done = models.PositiveIntegerField(default=0)
+    files_skipped = models.PositiveIntegerField(default=0)
+    bytes_total = models.PositiveBigIntegerField(default=0)
+    bytes_done = models.PositiveBigIntegerField(default=0)
+    rate_bytes_per_second = models.FloatField(default=0)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    log_tail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.job_name} {self.status}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.SUCCEEDED, self.Status.FAILED}
+
+    @property
+    def percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        return int(100 * self.bytes_done / self.bytes_total) if self.bytes_total else 0

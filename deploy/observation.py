@@ -82,3 +82,24 @@ class Observation:
             return value
 
         return convert(asdict(self))
+
+
+@dataclass(frozen=True)
+class JobObservation:
+    """What the cluster reports about a Job (a prewarm) and its newest pod."""
+
+    found: bool
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0  # pods that failed (each retry is a new pod)
+    complete: bool = False  # the Job's Complete condition is True
+    failure_reason: str = ""  # the Job's Failed condition, e.g. BackoffLimitExceeded
+    failure_message: str = ""
+    pod: str = ""  # newest pod, whose log carries the copier's progress
+    pod_phase: str = ""
+    waiting_reason: str = ""  # e.g. ContainerCreating, ImagePullBackOff, Unschedulable
+    waiting_message: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.complete or bool(self.failure_reason)

@@ -51,6 +51,9 @@ def delete_service(service_id: int) -> None:
 @shared_task(acks_late=True)
 def repair_drift() -> None:
     """Periodic safety net for missed watch events and lost tasks."""
+    from datasets.prewarm import sync_running_prewarms
+
+    sync_running_prewarms()
     now = timezone.now()
     stale = now - timedelta(seconds=60)
     live = InferenceService.objects.select_related("dataset", "queue").exclude(phase=phases.DELETED)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from deploy.status import DerivedStatus
 from queues.models import Queue
 from services import phases
+from services.model_checks import check_model_files
 from services.models import InferenceService, ServiceEvent
 from services.quota import check_queue_quota
 
@@ -20,7 +21,7 @@ from services.quota import check_queue_quota
 SPEC_FIELDS = (
     "name", "description", "queue", "runtime", "image", "dataset", "model_path", "served_model_name",
     "engine_args", "env", "replicas", "cpu", "memory", "gpu_count", "gpu_type", "shm_size",
-    "auth_policy", "affinity_mode", "node_rules", "tolerations",
+    "auth_policy", "affinity_mode", "node_rules", "tolerations", "fit_override",
 )  # fmt: skip
 NAME_TAKEN = "A service with this name already exists in namespace {namespace}."
 
@@ -57,12 +58,16 @@ def service_create(*, owner: AbstractBaseUser, **fields: Any) -> InferenceServic
     if unknown:
         raise ValidationError({name: "Unknown field." for name in sorted(unknown)})
     service = InferenceService(owner=owner, namespace=settings.SERVICE_NAMESPACE, **fields)
+    service.full_clean(validate_constraints=False)
+    if service.fit_override and not owner.is_staff:
+        raise ValidationError({"fit_override": "Only admins may override the fit check."})
+    # Reads the dataset's files (S3, a mounted folder): before any transaction opens.
+    check_model_files(service)
     try:
         with transaction.atomic():
             if service.queue_id is not None:
                 # Lock the queue row so two creates racing for its last GPUs see each other.
                 Queue.objects.select_for_update().filter(id=service.queue_id).first()
-            service.full_clean(validate_constraints=False)
             _check_name_free(service)
             check_queue_quota(
                 queue=service.queue,

@@ -13,7 +13,7 @@ SECTIONS = (
     ("Basics", ("name", "description", "queue")),
     ("Runtime", ("runtime", "image", "engine_args", "env")),
     ("Model", ("dataset", "model_path", "served_model_name")),
-    ("Resources", ("replicas", "cpu", "memory", "gpu_count", "gpu_type", "shm_size")),
+    ("Resources", ("replicas", "cpu", "memory", "gpu_count", "gpu_type", "shm_size", "fit_override")),
     ("Access", ("auth_policy",)),
     ("Scheduling", ("affinity_mode", "node_rules", "tolerations")),
 )
@@ -96,8 +96,10 @@ class InferenceServiceForm(forms.ModelForm):
             "gpu_type": forms.TextInput(attrs={"list": "gpu-types"}),
         }
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, user=None, **kwargs):
         super().__init__(*args, **kwargs)
+        if user is None or not user.is_staff:
+            del self.fields["fit_override"]
         self.fields["queue"].queryset = Queue.objects.order_by("name")
         self.fields["dataset"].queryset = Dataset.objects.exclude(phase=Dataset.Phase.FAILED).order_by("name")
         self.fields["image"].widget.attrs["placeholder"] = "empty: the runtime's default image"
@@ -112,7 +114,7 @@ class InferenceServiceForm(forms.ModelForm):
         return parse_tolerations(self.cleaned_data.get("tolerations", ""))
 
     def sections(self):
-        return [(title, [self[name] for name in names]) for title, names in SECTIONS]
+        return [(title, [self[name] for name in names if name in self.fields]) for title, names in SECTIONS]
 
 
 class ScaleForm(forms.Form):

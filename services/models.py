@@ -123,6 +123,11 @@ class InferenceService(models.Model):
     node_rules = models.JSONField(
         default=list, blank=True, help_text='[{"key": ..., "operator": "In", "values": [...]}]'
     )
+    fit_override = models.BooleanField(
+        "Override the fit check",
+        default=False,
+        help_text="Admins only: create the service even if the GPU fit estimate says it does not fit.",
+    )
     tolerations = models.JSONField(
         default=list, blank=True, help_text='[{"key": ..., "operator": "Equal", ...}]'
     )

@@ -40,7 +40,7 @@ def service_list_view(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def service_create_view(request: HttpRequest) -> HttpResponse:
-    form = InferenceServiceForm(request.POST or None)
+    form = InferenceServiceForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
             service = service_create(owner=request.user, **form.cleaned_data)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from deploy.observation import Observation
+from deploy.observation import JobObservation, Observation
 
 # Every object the console creates carries these labels; "service" selects one service.
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -69,5 +69,14 @@ class Cluster(Protocol):
         ...
 
     def pod_logs(self, namespace: str, pod: str, *, previous: bool = False, tail_lines: int = 200) -> str: ...
+
+    def observe_job(self, namespace: str, name: str) -> JobObservation:
+        """A Job (found False when absent), its Complete/Failed conditions and its newest pod."""
+        ...
+
+    def delete_labelled(self, namespace: str, labels: dict[str, str], kinds: tuple[str, ...]) -> None:
+        """Delete objects of these kinds (Job, Secret, PersistentVolumeClaim, ...) carrying the labels;
+        a Job's pods go with it."""
+        ...
 
     def nodes(self) -> Iterable[NodeInfo]: ...

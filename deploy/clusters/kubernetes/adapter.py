@@ -1,0 +1,232 @@
+"""KubernetesCluster: the Cluster protocol over a real API server, with the official client.
+
+Credentials come from a kubeconfig or the pod's service account. Objects are written by
+server-side apply under one field manager; observe() does a few reads and leaves the mapping
+to observe.py; watch() runs the streams of watch.py. Discovery and reads are in api.py, and
+every failure is translated as errors.py says.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import urllib3
+from django.conf import settings
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from deploy.clusters.base import LABEL_SERVICE, NodeInfo, PermanentClusterError, service_selector
+from deploy.clusters.kubernetes.api import DEPLOYMENT, OTHER_KINDS, REQUEST_TIMEOUT, ClusterApi, as_dicts
+from deploy.clusters.kubernetes.errors import api_errors
+from deploy.clusters.kubernetes.observe import Obj, node_info, observation_from, resource_version_of
+from deploy.clusters.kubernetes.watch import watch_services
+from deploy.observation import Observation
+
+log = logging.getLogger(__package__)  # the adapter logs as deploy.clusters.kubernetes
+
+
+class KubernetesCluster(ClusterApi):
+    """A real cluster: kubeconfig or in-cluster credentials, server-side apply, watch streams."""
+
+    simulated = False
+
+    def __init__(self, api_client: client.ApiClient, *, field_manager: str | None = None) -> None:
+        super().__init__(api_client)
+        self._field_manager = field_manager or settings.FIELD_MANAGER
+        self._display_name: str | None = None
+
+    @classmethod
+    def from_settings(cls) -> KubernetesCluster:
+        """settings.KUBECONFIG (and KUBE_CONTEXT) if set, else the pod's service account."""
+        try:
+            if settings.KUBECONFIG:
+                api = config.new_client_from_config(
+                    config_file=settings.KUBECONFIG, context=settings.KUBE_CONTEXT or None
+                )
+            else:
+                configuration = client.Configuration()
+                config.load_incluster_config(client_configuration=configuration)
+                api = client.ApiClient(configuration)
+        except (config.ConfigException, OSError, ValueError) as exc:
+            where = settings.KUBECONFIG or "in-cluster service account"
+            raise PermanentClusterError(f"cannot load the Kubernetes configuration ({where}): {exc}") from exc
+        return cls(api, field_manager=settings.FIELD_MANAGER)
+
+    @property
+    def display_name(self) -> str:
+        """Like "Kubernetes v1.20.2 at https://127.0.0.1:6443"; asks the server once."""
+        if self._display_name is None:
+            try:
+                version = client.VersionApi(self._api).get_code(_request_timeout=REQUEST_TIMEOUT).git_version
+            except (ApiException, urllib3.exceptions.HTTPError, OSError):
+                return f"Kubernetes at {self.host}"  # not cached: try again next time
+            self._display_name = f"Kubernetes {version} at {self.host}"
+        return self._display_name
+
+    @display_name.setter
+    def display_name(self, value: str) -> None:
+        self._display_name = value
+
+    # --- apply --------------------------------------------------------------------------
+
+    def apply(self, objects: list[Obj]) -> list[str]:
+        """Server-side apply each object in order; one line per object."""
+        ensured: set[str] = set()
+        return [self._apply_one(obj, ensured) for obj in objects]
+
+    def _apply_one(self, obj: Obj, ensured_namespaces: set[str]) -> str:
+        api_version, kind = obj.get("apiVersion") or "", obj.get("kind") or ""
+        metadata = obj.get("metadata") or {}
+        name = metadata.get("name") or ""
+        if not (api_version and kind and name):
+            raise PermanentClusterError(
+                "cannot apply an object without apiVersion, kind and metadata.name: "
+                f"{api_version} {kind} {name}".strip()
+            )
+        resource = self.resource_for(api_version, kind)
+        namespace = None
+        if resource.namespaced:
+            namespace = metadata.get("namespace")
+            if not namespace:
+                raise PermanentClusterError(f"cannot apply {kind} {name}: metadata.namespace is missing")
+            if namespace not in ensured_namespaces:
+                self._ensure_namespace(namespace)
+                ensured_namespaces.add(namespace)
+        label = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+        with api_errors(f"cannot apply {label}"):
+            before = self.get_or_none(resource, name, namespace)
+            after = self.dynamic.server_side_apply(
+                resource,
+                body=obj,
+                name=name,
+                namespace=namespace,
+                field_manager=self._field_manager,
+                force_conflicts=True,  # the console owns these fields; kubectl edits are overwritten
+                serializer=as_dicts,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        if before is None:
+            return f"{label}: created"
+        # A no-op apply leaves resourceVersion alone (controllers' status writes happen between
+        # applies, not inside one, so the GET above is the right "before").
+        unchanged = resource_version_of(before) == resource_version_of(after)
+        return f"{label}: {'unchanged' if unchanged else 'configured'}"
+
+    def _ensure_namespace(self, namespace: str) -> None:
+        """Create the namespace (by server-side apply) when it does not exist yet."""
+        resource = self.resource_for("v1", "Namespace")
+        try:
+            with api_errors(f"cannot read namespace {namespace}"):
+                if self.get_or_none(resource, namespace, None) is not None:
+                    return
+        except PermanentClusterError as exc:
+            # A console limited to its namespaces may not read Namespace objects at all; the
+            # apply that follows tells whether the namespace is there.
+            log.info("not checking namespace %s: %s", namespace, exc)
+            return
+        with api_errors(f"cannot create namespace {namespace}"):
+            self.dynamic.server_side_apply(
+                resource,
+                body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+                name=namespace,
+                field_manager=self._field_manager,
+                force_conflicts=True,
+                serializer=as_dicts,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        log.info("created namespace %s", namespace)
+
+    # --- delete ---------------------------------------------------------------------------
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        """Delete every labelled object of the service; the garbage collector takes the pods.
+
+        List-then-delete rather than deletecollection: 1.20 does not serve deletecollection
+        for Services.
+        """
+        selector = service_selector(name)
+        for api_version, kind in (DEPLOYMENT, *OTHER_KINDS):
+            resource = self.resource_for(api_version, kind)
+            with api_errors(f"cannot delete the {kind}s of service {namespace}/{name}"):
+                for item in self.list_objects(resource, namespace, label_selector=selector):
+                    item_name = item["metadata"]["name"]
+                    try:
+                        self.dynamic.delete(
+                            resource,
+                            name=item_name,
+                            namespace=namespace,
+                            body={"propagationPolicy": "Background"},
+                            serializer=as_dicts,
+                            _request_timeout=REQUEST_TIMEOUT,
+                        )
+                    except ApiException as exc:
+                        if exc.status != 404:  # already gone is what we wanted
+                            raise
+                    log.info("deleted %s %s/%s", kind, namespace, item_name)
+
+    # --- observe --------------------------------------------------------------------------
+
+    def observe(self, namespace: str, name: str) -> Observation:
+        """The Deployment, its pods, the events about them and what else carries the labels."""
+        deployments = self.resource_for(*DEPLOYMENT)
+        pods_resource = self.resource_for("v1", "Pod")
+        replica_sets = self.resource_for("apps/v1", "ReplicaSet")
+        events_resource = self.resource_for("v1", "Event")
+        service_label = f"{LABEL_SERVICE}={name}"
+        with api_errors(f"cannot observe service {namespace}/{name}"):
+            deployment = self.get_or_none(deployments, name, namespace)
+            pods = self.list_objects(pods_resource, namespace, label_selector=service_label)
+            involved = [("Deployment", name)]
+            involved += [
+                ("ReplicaSet", rs["metadata"]["name"])
+                for rs in self.list_objects(replica_sets, namespace, label_selector=service_label)
+            ]
+            involved += [("Pod", pod["metadata"]["name"]) for pod in pods]
+            # One small query per object: a namespace shared by many services can hold
+            # thousands of events, and the field selector filters on the server.
+            events: list[Obj] = []
+            for kind, object_name in involved:
+                events += self.list_objects(
+                    events_resource,
+                    namespace,
+                    field_selector=f"involvedObject.kind={kind},involvedObject.name={object_name}",
+                )
+            other_objects = sum(
+                len(
+                    self.list_objects(
+                        self.resource_for(*kind), namespace, label_selector=service_selector(name)
+                    )
+                )
+                for kind in OTHER_KINDS
+            )
+        return observation_from(
+            deployment, pods, events, other_objects=other_objects, observed_at=datetime.now(UTC)
+        )
+
+    # --- watch ----------------------------------------------------------------------------
+
+    def watch(self, on_change: Callable[[str, str], None], stop: Callable[[], bool]) -> None:
+        """Report changed services to on_change until stop(); see watch.watch_services."""
+        watch_services(self, on_change, stop)
+
+    # --- pod logs and nodes ---------------------------------------------------------------
+
+    def pod_logs(self, namespace: str, pod: str, *, previous: bool = False, tail_lines: int = 200) -> str:
+        which = "previous log" if previous else "log"
+        with api_errors(f"cannot read the {which} of pod {namespace}/{pod}"):
+            text = client.CoreV1Api(self._api).read_namespaced_pod_log(
+                name=pod,
+                namespace=namespace,
+                previous=previous,
+                tail_lines=tail_lines,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        return text if isinstance(text, str) else str(text or "")
+
+    def nodes(self) -> list[NodeInfo]:
+        resource = self.resource_for("v1", "Node")
+        with api_errors("cannot list nodes"):
+            items = self.list_objects(resource, None)
+        return [node_info(item) for item in items]

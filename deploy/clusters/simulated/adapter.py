@@ -1,0 +1,319 @@
+"""SimulatedCluster, the adapter: the Cluster protocol over database rows.
+
+The web server, the Celery worker and the watcher are separate processes, so everything the
+cluster holds (applied objects, pods and their node bindings) is in the database
+(deploy.models). What is not stored (pod status, events, logs) every process computes from
+the same rows and the clock (see pods.py), so they all report the same.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, close_old_connections, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from deploy.clusters.base import NodeInfo, PermanentClusterError, TransientClusterError
+from deploy.clusters.simulated.apply import apply_one, prepare
+from deploy.clusters.simulated.deployments import Obj, deployment_conditions, template_hash
+from deploy.clusters.simulated.faults import FaultRule, Faults, load_fault_rules, pod_faults
+from deploy.clusters.simulated.nodes import load_nodes
+from deploy.clusters.simulated.pods import PodState, compute_pod_state, pod_events, pod_log_lines
+from deploy.clusters.simulated.scheduler import add_usage, needs_of, pick_node
+from deploy.models import SimulatedObject, SimulatedPod
+from deploy.observation import EventObservation, Observation, PodObservation
+
+log = logging.getLogger(__package__)  # the simulated cluster logs as deploy.clusters.simulated
+
+# What Observation.other_objects counts: what is left of a service besides its Deployment.
+OTHER_KINDS = ("Service", "ConfigMap", "Secret")
+WATCH_STOP_CHECK_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class _PodView:
+    """A pod with its computed state at one moment."""
+
+    pod: SimulatedPod
+    faults: Faults
+    state: PodState
+    scheduling_message: str
+
+    def observation(self) -> PodObservation:
+        bound = bool(self.pod.node)
+        attempted = bound or bool(self.scheduling_message)
+        return PodObservation(
+            name=self.pod.name,
+            phase=self.state.phase,
+            node=self.pod.node,
+            ready=self.state.ready,
+            scheduled=bound if attempted else None,
+            scheduling_reason="" if bound or not attempted else "Unschedulable",
+            scheduling_message="" if bound else self.scheduling_message,
+            containers=self.state.containers,
+            created_at=self.pod.created_at,
+        )
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """What the watcher would see change: phase, readiness, container reasons, restarts."""
+        containers = tuple(
+            (c.name, c.state, c.reason, c.ready, c.restart_count) for c in self.state.containers
+        )
+        return (
+            "pod",
+            self.pod.name,
+            self.pod.node,
+            self.state.phase,
+            self.state.ready,
+            containers,
+            self.scheduling_message,
+        )
+
+
+# Any constant works; it only has to be the same in every process.
+_SCHEDULER_LOCK_ID = 0x51_4D_43_4C  # "SMCL"
+
+
+def _lock_scheduler() -> None:
+    """Serialise binding, so two processes cannot hand the same free GPUs to two pods.
+
+    SQLite's IMMEDIATE transactions (settings) already allow one writer at a time."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_SCHEDULER_LOCK_ID])
+
+
+class SimulatedCluster:
+    """The Cluster protocol over database rows: a tiny API server, scheduler and kubelet."""
+
+    display_name = "Simulated cluster"
+    simulated = True
+
+    def __init__(
+        self,
+        *,
+        nodes_file: str,
+        faults_file: str,
+        pull_seconds: float,
+        load_seconds: float,
+        poll_seconds: float,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        self.nodes_file = str(nodes_file)
+        self.faults_file = str(faults_file)
+        self.pull_seconds = float(pull_seconds)
+        self.load_seconds = float(load_seconds)
+        self.poll_seconds = float(poll_seconds)
+        self.clock = clock or timezone.now
+
+    @classmethod
+    def from_settings(cls) -> SimulatedCluster:
+        return cls(
+            nodes_file=settings.SIMULATED_CLUSTER_NODES,
+            faults_file=settings.SIMULATED_CLUSTER_FAULTS,
+            pull_seconds=settings.SIMULATED_PULL_SECONDS,
+            load_seconds=settings.SIMULATED_LOAD_SECONDS,
+            poll_seconds=settings.WATCH_POLL_SECONDS,
+        )
+
+    # --- Cluster protocol -------------------------------------------------------------
+
+    def nodes(self) -> list[NodeInfo]:
+        return list(load_nodes(self.nodes_file))
+
+    def apply(self, objects: list[Obj]) -> list[str]:
+        # Check every object first: a bad one fails the apply before anything changed.
+        prepared = [prepare(obj) for obj in objects]
+        lines = []
+        for item in prepared:
+            try:
+                with transaction.atomic():
+                    lines.append(apply_one(item, self.clock()))
+            except IntegrityError:
+                # Another process created the same object at the same moment (a 409 Conflict).
+                raise TransientClusterError(
+                    f"conflict applying {item.kind} {item.display}; try again"
+                ) from None
+        self._schedule_pending()
+        return lines
+
+    def delete_service(self, namespace: str, name: str) -> None:
+        with transaction.atomic():
+            deployments = list(
+                SimulatedObject.objects.filter(
+                    namespace=namespace, service=name, kind="Deployment"
+                ).values_list("name", flat=True)
+            )
+            # Pods go at once (no grace period), so their GPUs are free for the next pod.
+            SimulatedPod.objects.filter(
+                Q(service=name) | Q(deployment__in=deployments), namespace=namespace
+            ).delete()
+            SimulatedObject.objects.filter(namespace=namespace, service=name).delete()
+        self._schedule_pending()
+
+    def observe(self, namespace: str, name: str) -> Observation:
+        messages = self._schedule_pending()
+        now = self.clock()
+        rules = load_fault_rules(self.faults_file)
+        deployment = SimulatedObject.objects.filter(kind="Deployment", namespace=namespace, name=name).first()
+        pods = SimulatedPod.objects.filter(namespace=namespace, service=name).order_by("created_at", "name")
+        views = [self._view(pod, now, rules, messages) for pod in pods]
+        other = SimulatedObject.objects.filter(
+            namespace=namespace, service=name, kind__in=OTHER_KINDS
+        ).count()
+        events = [event for view in views for event in self._events(view, now)]
+        events.sort(key=lambda e: e.last_seen or now)
+        common = {
+            "pods": tuple(view.observation() for view in views),
+            "events": tuple(events),
+            "other_objects": other,
+            "observed_at": now,
+        }
+        if deployment is None:
+            return Observation(found=False, **common)
+        spec = deployment.body.get("spec") or {}
+        current_hash = template_hash(spec.get("template") or {})
+        owned = [view for view in views if view.pod.deployment == name]
+        updated = sum(1 for view in owned if view.pod.template_hash == current_hash)
+        ready = sum(1 for view in owned if view.state.ready)
+        conditions = deployment_conditions(
+            spec,
+            rs_name=f"{name}-{current_hash}",
+            updated=updated,
+            available=ready,
+            total=len(owned),
+            seconds_since_update=(now - deployment.updated_at).total_seconds(),
+        )
+        return Observation(
+            found=True,
+            desired_replicas=int(spec.get("replicas", 1)),
+            ready_replicas=ready,
+            updated_replicas=updated,
+            available_replicas=ready,  # minReadySeconds is 0: ready pods are available
+            conditions=conditions,
+            **common,
+        )
+
+    def watch(self, on_change: Callable[[str, str], None], stop: Callable[[], bool]) -> None:
+        """Poll every poll_seconds and report services whose fingerprint changed.
+
+        The first loop reports every existing service, as a Kubernetes watch starts with an
+        ADDED event per object; a service that disappears is reported once more."""
+        seen: dict[tuple[str, str], tuple[Any, ...]] = {}
+        while not stop():
+            if not connection.in_atomic_block:
+                close_old_connections()  # a long-running loop must not keep a dead connection
+            try:
+                current = self._fingerprints()
+            except DatabaseError:
+                log.warning("simulated cluster: watch poll failed; retrying", exc_info=True)
+                current = None
+            if current is not None:
+                for key in sorted(seen.keys() | current.keys()):
+                    if seen.get(key) != current.get(key):
+                        on_change(*key)
+                seen = current
+            deadline = time.monotonic() + self.poll_seconds
+            while not stop() and (left := deadline - time.monotonic()) > 0:
+                time.sleep(min(WATCH_STOP_CHECK_SECONDS, left))
+
+    def pod_logs(self, namespace: str, pod: str, *, previous: bool = False, tail_lines: int = 200) -> str:
+        row = SimulatedPod.objects.filter(namespace=namespace, name=pod).first()
+        if row is None:
+            raise PermanentClusterError(f'pods "{pod}" not found')
+        view = self._view(row, self.clock(), load_fault_rules(self.faults_file), {})
+        lines = pod_log_lines(row, view.state, view.faults, previous=previous)
+        if tail_lines is not None:
+            lines = lines[-tail_lines:] if tail_lines > 0 else []
+        return "".join(f"{line}\n" for line in lines)
+
+    # --- scheduling -------------------------------------------------------------------
+
+    def _schedule_pending(self) -> dict[int, str]:
+        """Bind pending pods, oldest first; return {pod id: scheduler message} for the rest."""
+        if not SimulatedPod.objects.filter(node="").exists():
+            return {}  # the common case, kept to one cheap read
+        nodes = self.nodes()
+        messages: dict[int, str] = {}
+        with transaction.atomic():
+            _lock_scheduler()
+            usage: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+            for node, requests in SimulatedPod.objects.exclude(node="").values_list("node", "requests"):
+                add_usage(usage[node], requests)
+            now = self.clock()
+            for pod in SimulatedPod.objects.filter(node="").order_by("created_at", "name"):
+                chosen, message = pick_node(nodes, needs_of(pod), usage)
+                if chosen is None:
+                    messages[pod.pk] = message
+                    continue
+                SimulatedPod.objects.filter(pk=pod.pk, node="").update(node=chosen, scheduled_at=now)
+                add_usage(usage[chosen], pod.requests)
+        return messages
+
+    # --- pod state ----------------------------------------------------------------------
+
+    def _view(
+        self, pod: SimulatedPod, now: datetime, rules: Iterable[FaultRule], messages: Mapping[int, str]
+    ) -> _PodView:
+        faults = pod_faults(pod, rules)
+        elapsed = None
+        if pod.node and pod.scheduled_at is not None:
+            elapsed = max(0.0, (now - pod.scheduled_at).total_seconds())
+        state = compute_pod_state(
+            elapsed,
+            pod.containers,
+            faults,
+            restart_policy=pod.restart_policy,
+            pull_seconds=self.pull_seconds,
+            load_seconds=self.load_seconds,
+            pod_ref=f"{pod.name}_{pod.namespace}",
+        )
+        return _PodView(pod=pod, faults=faults, state=state, scheduling_message=messages.get(pod.pk, ""))
+
+    def _events(self, view: _PodView, now: datetime) -> list[EventObservation]:
+        return pod_events(
+            view.pod,
+            view.state,
+            view.faults,
+            scheduling_message=view.scheduling_message,
+            now=now,
+            load_seconds=self.load_seconds,
+        )
+
+    def _fingerprints(self) -> dict[tuple[str, str], tuple[Any, ...]]:
+        """A cheap summary per service (namespace, name) of what observe() would report."""
+        messages = self._schedule_pending()
+        now = self.clock()
+        rules = load_fault_rules(self.faults_file)
+        parts: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+        objects = (
+            SimulatedObject.objects.exclude(service="")
+            .exclude(namespace="")
+            .values_list(
+                "namespace",
+                "service",
+                "kind",
+                "name",
+                "generation",
+                "updated_at",
+                "body__spec__progressDeadlineSeconds",
+            )
+        )
+        for namespace, service, kind, name, generation, updated_at, deadline in objects:
+            entry: tuple[Any, ...] = ("object", kind, name, generation)
+            if kind == "Deployment":
+                # The Progressing condition turns False with time alone: report that moment too.
+                limit = 600 if deadline is None else int(deadline)
+                entry += ((now - updated_at).total_seconds() > limit,)
+            parts[(namespace, service)].append(entry)
+        for pod in SimulatedPod.objects.exclude(service=""):
+            parts[(pod.namespace, pod.service)].append(self._view(pod, now, rules, messages).fingerprint())
+        return {key: tuple(sorted(value, key=repr)) for key, value in parts.items()}
