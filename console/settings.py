@@ -204,6 +204,8 @@ CLUSTER_DOMAIN = env_str("CLUSTER_DOMAIN", "cluster.local")
 SIMULATED_CLUSTER_NODES = env_str(
     "SIMULATED_CLUSTER_NODES", str(BASE_DIR / "deploy" / "simulated_nodes.json")
 )
+# Volumes (PVC folders) and the processes of Job pods on the simulated cluster.
+SIMULATED_STATE_DIR = env_str("SIMULATED_STATE_DIR", str(VAR_DIR / "simulated"))
 SIMULATED_CLUSTER_FAULTS = env_str("SIMULATED_CLUSTER_FAULTS", str(VAR_DIR / "faults.json"))
 # Seconds a simulated pod spends pulling its image and then loading the model.
 SIMULATED_PULL_SECONDS = env_float("SIMULATED_PULL_SECONDS", 3.0)

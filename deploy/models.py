@@ -21,6 +21,9 @@ class SimulatedObject(models.Model):
     service = models.CharField(max_length=63, blank=True, db_index=True)
     labels = models.JSONField(default=dict, blank=True)
     body = models.JSONField(default=dict)
+    # A Secret's values, encrypted (console.crypto): `body` keeps only digests of them, and the
+    # simulated kubelet decrypts them into the environment of the Job pods that use the Secret.
+    secret_data = models.TextField(blank=True)
     generation = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
@@ -36,11 +39,12 @@ class SimulatedObject(models.Model):
 
 
 class SimulatedPod(models.Model):
-    """A pod created for a simulated Deployment; `node` is blank until the scheduler binds it."""
+    """A pod created for a simulated Deployment or Job; `node` is blank until the scheduler binds it."""
 
     namespace = models.CharField(max_length=63)
     name = models.CharField(max_length=253)
-    deployment = models.CharField(max_length=253, help_text="Name of the owning Deployment.")
+    deployment = models.CharField(max_length=253, blank=True, help_text="Name of the owning Deployment.")
+    job = models.CharField(max_length=253, blank=True, help_text="Name of the owning Job.")
     service = models.CharField(max_length=63, blank=True, db_index=True)  # as SimulatedObject.service
     labels = models.JSONField(default=dict, blank=True)
     annotations = models.JSONField(default=dict, blank=True)
@@ -56,6 +60,8 @@ class SimulatedPod(models.Model):
     restart_policy = models.CharField(max_length=16, default="Always")
     created_at = models.DateTimeField()
     scheduled_at = models.DateTimeField(null=True, blank=True)
+    # Job pods only: when the simulated kubelet started the pod's process (see simulated/jobs.py).
+    started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["namespace", "created_at", "name"]

@@ -12,6 +12,7 @@ from django.db import connection
 from console.celery import app as celery_app
 from deploy import clusters
 from deploy.clusters import get_cluster
+from deploy.management.commands.watch_cluster import follow_prewarms
 from deploy.sync import observe_by_name
 
 
@@ -30,6 +31,8 @@ def fast_cluster(settings, tmp_path):
     settings.SIMULATED_LOAD_SECONDS = 1.0
     settings.WATCH_POLL_SECONDS = 0.2
     settings.SIMULATED_CLUSTER_FAULTS = str(tmp_path / "faults.json")
+    settings.SIMULATED_STATE_DIR = str(tmp_path / "simulated")
+    settings.PREWARM_POLL_SECONDS = 0.2
     clusters._cluster_for.cache_clear()
     yield get_cluster()
     clusters._cluster_for.cache_clear()
@@ -56,9 +59,12 @@ def watcher(celery_worker, fast_cluster):
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
+    prewarms = threading.Thread(target=follow_prewarms, args=(stop,), daemon=True)
+    prewarms.start()
     yield
     stop.set()
     thread.join(timeout=10)
+    prewarms.join(timeout=10)
 
 
 def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: str = "condition"):

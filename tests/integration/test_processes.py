@@ -19,6 +19,7 @@ from deploy.tasks import reconcile_service
 from services import phases
 from services.actions import service_create
 from services.models import InferenceService
+from tests.datasets.modeltrees import write_tiny_llama
 from tests.stack import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,13 +115,11 @@ def test_run_command_serves_the_embedded_default_end_to_end(tmp_path):
             cwd=ROOT, env=env, capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         assert _api("POST", f"{base}/api/v1/queues/", token, {"name": "gpu-h100", "gpu_quota": 8})[0] == 201
-        dataset = {
-            "name": "nfs-models",
-            "kind": "nfs",
-            "nfs_server": "10.0.0.5",
-            "nfs_path": "/exports/models",
-        }
-        assert _api("POST", f"{base}/api/v1/datasets/", token, dataset)[0] == 201
+        export = tmp_path / "export"  # the simulated cluster's NFS server is this machine
+        write_tiny_llama(export / "THUDM" / "chatglm2-6b")
+        dataset = {"name": "nfs-models", "kind": "nfs", "nfs_server": "127.0.0.1", "nfs_path": str(export)}
+        status, created = _api("POST", f"{base}/api/v1/datasets/", token, dataset)
+        assert status == 201, created
         spec = {
             "name": "chat",
             "queue": "gpu-h100",
@@ -135,6 +134,8 @@ def test_run_command_serves_the_embedded_default_end_to_end(tmp_path):
             return _api("GET", url, token)[1]["status"]["phase"]
 
         wait_for(lambda: phase() == phases.RUNNING, timeout=90, interval=0.5, what="Running via ./run")
+        progress = _api("GET", f"{base}/api/v1/datasets/{created['id']}/prewarm/", token)[1]
+        assert progress["status"] == "Succeeded" and progress["bytes_done"] == progress["bytes_total"] > 0
         assert _api("DELETE", url, token)[0] == 202
         wait_for(lambda: phase() == phases.DELETED, timeout=60, interval=0.5, what="Deleted via ./run")
     finally:

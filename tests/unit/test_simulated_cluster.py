@@ -560,9 +560,11 @@ def test_delete_removes_everything(cluster):
 
 @pytest.mark.django_db
 def test_unsupported_kind_and_invalid_objects_are_permanent_errors(cluster):
-    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x", "namespace": NS}}
-    with pytest.raises(PermanentClusterError, match=r"^the simulated cluster does not serve batch/v1 Job$"):
-        cluster.apply([service(), job])
+    cron = {"apiVersion": "batch/v1beta1", "kind": "CronJob", "metadata": {"name": "x", "namespace": NS}}
+    with pytest.raises(
+        PermanentClusterError, match=r"^the simulated cluster does not serve batch/v1beta1 CronJob$"
+    ):
+        cluster.apply([service(), cron])
     assert not SimulatedObject.objects.exists()  # nothing applied before the refusal
     with pytest.raises(PermanentClusterError, match="does not serve extensions/v1beta1 Deployment"):
         cluster.apply([{**deployment(), "apiVersion": "extensions/v1beta1"}])

@@ -11,6 +11,8 @@ from deploy.tasks import reconcile_service, repair_drift
 from services import phases
 from services.actions import service_create
 from services.models import InferenceService
+from tests.datasets.modeltrees import write_tiny_llama
+from tests.stack import wait_for
 
 pytestmark = pytest.mark.django_db
 
@@ -19,6 +21,7 @@ pytestmark = pytest.mark.django_db
 def simulated(settings, tmp_path):
     settings.CLUSTER_BACKEND = "simulated"
     settings.SIMULATED_CLUSTER_FAULTS = str(tmp_path / "faults.json")
+    settings.SIMULATED_STATE_DIR = str(tmp_path / "simulated")
     clusters._cluster_for.cache_clear()
     yield get_cluster()
     clusters._cluster_for.cache_clear()
@@ -54,19 +57,33 @@ def test_reconcile_waits_for_a_dataset_that_is_not_ready(simulated, service, dat
 
 
 def test_prewarm_releases_waiting_services(
-    simulated, service, dataset, eager, django_capture_on_commit_callbacks
+    simulated, service, dataset, eager, django_capture_on_commit_callbacks, tmp_path
 ):
+    from datasets.prewarm import sync_running_prewarms
     from datasets.tasks import prewarm_dataset
 
+    export = tmp_path / "export"  # on the simulated cluster, the NFS server is this machine
+    write_tiny_llama(export / "m")
     dataset.phase = dataset.Phase.PENDING
+    dataset.nfs_path = str(export)
     dataset.save()
     reconcile_service(service.id)
+    service.refresh_from_db()
+    assert service.phase == phases.PREWARMING
     with django_capture_on_commit_callbacks(execute=True):
         prewarm_dataset(dataset.id)
-    dataset.refresh_from_db()
+
+        def warm() -> bool:
+            sync_running_prewarms()  # what the watcher does every second
+            dataset.refresh_from_db()
+            return dataset.phase == dataset.Phase.READY
+
+        wait_for(warm, timeout=60, what="the prewarm to finish")
     service.refresh_from_db()
-    assert dataset.phase == dataset.Phase.READY
     assert service.phase in {phases.DEPLOYING, phases.STARTING}
+    run = dataset.prewarm_runs.get()
+    assert (run.status, run.files_total, run.bytes_done) == ("Succeeded", len(dataset.files), run.bytes_total)
+    assert any(path == "m/config.json" for path, _ in dataset.files)  # browsable from now on
 
 
 def test_repair_drift_reapplies_objects_deleted_behind_our_back(simulated, service, eager):

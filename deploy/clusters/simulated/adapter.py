@@ -9,6 +9,7 @@ the same rows and the clock (see pods.py), so they all report the same.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +23,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from deploy.clusters.base import NodeInfo, PermanentClusterError, TransientClusterError
+from deploy.clusters.simulated import jobs
 from deploy.clusters.simulated.apply import apply_one, prepare
 from deploy.clusters.simulated.deployments import Obj, deployment_conditions, template_hash
 from deploy.clusters.simulated.faults import FaultRule, Faults, load_fault_rules, pod_faults
@@ -29,7 +31,7 @@ from deploy.clusters.simulated.nodes import load_nodes
 from deploy.clusters.simulated.pods import PodState, compute_pod_state, pod_events, pod_log_lines
 from deploy.clusters.simulated.scheduler import add_usage, needs_of, pick_node
 from deploy.models import SimulatedObject, SimulatedPod
-from deploy.observation import EventObservation, Observation, PodObservation
+from deploy.observation import EventObservation, JobObservation, Observation, PodObservation
 
 log = logging.getLogger(__package__)  # the simulated cluster logs as deploy.clusters.simulated
 
@@ -105,6 +107,7 @@ class SimulatedCluster:
         pull_seconds: float,
         load_seconds: float,
         poll_seconds: float,
+        state_dir: str = "",
         clock: Callable[[], datetime] | None = None,
     ):
         self.nodes_file = str(nodes_file)
@@ -112,6 +115,8 @@ class SimulatedCluster:
         self.pull_seconds = float(pull_seconds)
         self.load_seconds = float(load_seconds)
         self.poll_seconds = float(poll_seconds)
+        # Volumes and Job pod processes (jobs.py).
+        self.state = jobs.StateDir(state_dir or settings.SIMULATED_STATE_DIR)
         self.clock = clock or timezone.now
 
     @classmethod
@@ -122,6 +127,7 @@ class SimulatedCluster:
             pull_seconds=settings.SIMULATED_PULL_SECONDS,
             load_seconds=settings.SIMULATED_LOAD_SECONDS,
             poll_seconds=settings.WATCH_POLL_SECONDS,
+            state_dir=settings.SIMULATED_STATE_DIR,
         )
 
     # --- Cluster protocol -------------------------------------------------------------
@@ -136,13 +142,14 @@ class SimulatedCluster:
         for item in prepared:
             try:
                 with transaction.atomic():
-                    lines.append(apply_one(item, self.clock()))
+                    lines.append(apply_one(item, self.clock(), self.state))
             except IntegrityError:
                 # Another process created the same object at the same moment (a 409 Conflict).
                 raise TransientClusterError(
                     f"conflict applying {item.kind} {item.display}; try again"
                 ) from None
         self._schedule_pending()
+        jobs.start_bound_pods(self.state, self.clock())
         return lines
 
     def delete_service(self, namespace: str, name: str) -> None:
@@ -229,11 +236,46 @@ class SimulatedCluster:
         row = SimulatedPod.objects.filter(namespace=namespace, name=pod).first()
         if row is None:
             raise PermanentClusterError(f'pods "{pod}" not found')
+        if row.job:
+            # A Job pod is never restarted in place (retries are new pods): no previous log.
+            return "" if previous else jobs.read_log(row, self.state, tail_lines)
         view = self._view(row, self.clock(), load_fault_rules(self.faults_file), {})
         lines = pod_log_lines(row, view.state, view.faults, previous=previous)
         if tail_lines is not None:
             lines = lines[-tail_lines:] if tail_lines > 0 else []
         return "".join(f"{line}\n" for line in lines)
+
+    def observe_job(self, namespace: str, name: str) -> JobObservation:
+        messages = self._schedule_pending()
+        jobs.start_bound_pods(self.state, self.clock())
+        with transaction.atomic():
+            job = (
+                SimulatedObject.objects.select_for_update()
+                .filter(kind="Job", namespace=namespace, name=name)
+                .first()
+            )
+            if job is None:
+                return JobObservation(found=False)
+            # Under the Job's row lock: two processes observing at once create one retry pod.
+            return jobs.observe_job(job, self.state, self.clock(), messages)
+
+    def delete_labelled(self, namespace: str, labels: dict[str, str], kinds: tuple[str, ...]) -> None:
+        rows = [
+            row
+            for row in SimulatedObject.objects.filter(namespace=namespace, kind__in=kinds)
+            if all(row.labels.get(k) == v for k, v in labels.items())
+        ]
+        job_names = [row.name for row in rows if row.kind == "Job"]
+        pods = list(SimulatedPod.objects.filter(namespace=namespace, job__in=job_names))
+        # Stop the processes first: a copier still running would keep writing into the claim.
+        jobs.stop_pods(pods, self.state)
+        with transaction.atomic():
+            SimulatedPod.objects.filter(pk__in=[pod.pk for pod in pods]).delete()
+            SimulatedObject.objects.filter(pk__in=[row.pk for row in rows]).delete()
+        for row in rows:
+            if row.kind == "PersistentVolumeClaim":
+                shutil.rmtree(self.state.claim(namespace, row.name), ignore_errors=True)
+        self._schedule_pending()
 
     # --- scheduling -------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ values replaced by digests. The functions here run inside the adapter's transact
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import json
 import random
@@ -15,6 +17,7 @@ from datetime import datetime
 
 from django.utils.crypto import salted_hmac
 
+from console.crypto import encrypt_json
 from deploy.clusters.base import LABEL_SERVICE, PermanentClusterError
 from deploy.clusters.simulated.deployments import (
     NAME_ALPHABET,
@@ -23,6 +26,7 @@ from deploy.clusters.simulated.deployments import (
     invalid,
     parse_pod_template,
 )
+from deploy.clusters.simulated.jobs import JobTemplate, StateDir, create_job_pod, parse_job
 from deploy.models import SimulatedObject, SimulatedPod
 
 SERVED = {
@@ -31,6 +35,8 @@ SERVED = {
     ("v1", "ConfigMap"),
     ("v1", "Secret"),
     ("v1", "Namespace"),
+    ("v1", "PersistentVolumeClaim"),
+    ("batch/v1", "Job"),
 }
 CLUSTER_SCOPED = {"Namespace"}
 
@@ -47,6 +53,8 @@ class Applied:
     body: Obj
     template: PodTemplate | None = None
     replicas: int = 0
+    job: JobTemplate | None = None
+    secret_values: dict[str, str] | None = None
 
     @property
     def display(self) -> str:
@@ -87,6 +95,8 @@ def prepare(obj: Obj) -> Applied:
     namespace = "" if kind in CLUSTER_SCOPED else str(metadata.get("namespace") or "default")
     body = _stored_body(obj, kind)
     template = parse_pod_template(body) if kind == "Deployment" else None
+    job = parse_job(body) if kind == "Job" else None
+    secret_values = _secret_values(obj, name) if kind == "Secret" else None
     return Applied(
         api_version=api_version,
         kind=kind,
@@ -96,10 +106,24 @@ def prepare(obj: Obj) -> Applied:
         body=body,
         template=template,
         replicas=int((body.get("spec") or {}).get("replicas", 1)) if template else 0,
+        job=job,
+        secret_values=secret_values,
     )
 
 
-def apply_one(item: Applied, now: datetime) -> str:
+def _secret_values(obj: Obj, name: str) -> dict[str, str]:
+    """A Secret's values in clear (data is base64, stringData plain; stringData wins)."""
+    values = {}
+    for key, value in (obj.get("data") or {}).items():
+        try:
+            values[str(key)] = base64.b64decode(str(value), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            raise invalid("Secret", name, f"data[{key}]: Invalid value: not base64-encoded text") from None
+    values.update({str(k): str(v) for k, v in (obj.get("stringData") or {}).items()})
+    return values
+
+
+def apply_one(item: Applied, now: datetime, state: StateDir) -> str:
     """Store one object (the caller holds a transaction); kubectl's line for it."""
     row = (
         SimulatedObject.objects.select_for_update()
@@ -115,10 +139,15 @@ def apply_one(item: Applied, now: datetime) -> str:
             service=item.labels.get(LABEL_SERVICE, ""),
             labels=item.labels,
             body=item.body,
+            secret_data=encrypt_json(item.secret_values or {}),
             created_at=now,
             updated_at=now,
         )
         verb = "created"
+        if item.job is not None:
+            create_job_pod(item.namespace, item.name, item.job, now)  # the Job controller's first pod
+        if item.kind == "PersistentVolumeClaim":
+            state.claim(item.namespace, item.name).mkdir(parents=True, exist_ok=True)  # provisioned
     elif row.body == item.body and row.api_version == item.api_version:
         verb = "unchanged"
     else:
@@ -126,6 +155,12 @@ def apply_one(item: Applied, now: datetime) -> str:
             old_selector = (row.body.get("spec") or {}).get("selector")
             if old_selector != item.body["spec"].get("selector"):
                 raise invalid("Deployment", item.name, "spec.selector: Invalid value: field is immutable")
+        if item.kind == "Job" and (row.body.get("spec") or {}).get("template") != item.body["spec"].get(
+            "template"
+        ):
+            raise invalid("Job", item.name, "spec.template: Invalid value: field is immutable")
+        if item.secret_values is not None:
+            row.secret_data = encrypt_json(item.secret_values)
         row.api_version = item.api_version
         row.service = item.labels.get(LABEL_SERVICE, "")
         row.labels = item.labels

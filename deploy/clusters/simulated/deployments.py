@@ -97,13 +97,37 @@ def parse_pod_template(deployment: Obj) -> PodTemplate:
     containers = pod_spec.get("containers") or []
     if not containers:
         raise invalid("Deployment", name, "spec.template.spec.containers: Required value")
+    requests, facts = container_resources("Deployment", name, containers)
+    return PodTemplate(
+        template_hash=template_hash(template),
+        labels=labels,
+        annotations={str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()},
+        requests=requests,
+        containers=facts,
+        scheduling=scheduling_of(pod_spec),
+        restart_policy=restart_policy,
+    )
+
+
+def scheduling_of(pod_spec: Obj) -> dict[str, Any]:
+    """What the scheduler reads from a pod spec."""
+    return {
+        "nodeSelector": pod_spec.get("nodeSelector") or {},
+        "affinity": pod_spec.get("affinity") or {},
+        "tolerations": pod_spec.get("tolerations") or [],
+    }
+
+
+def container_resources(kind: str, name: str, containers: list[Obj]) -> tuple[dict[str, float], list[Obj]]:
+    """Summed requests as numbers, and the facts kept per container, of a pod template's
+    containers; a missing name or image or a bad quantity is the API server's 422."""
     requests: dict[str, float] = {}
     facts = []
     for i, container in enumerate(containers):
         where = f"spec.template.spec.containers[{i}]"
         for key in ("name", "image"):
             if not container.get(key):
-                raise invalid("Deployment", name, f"{where}.{key}: Required value")
+                raise invalid(kind, name, f"{where}.{key}: Required value")
         resources = container.get("resources") or {}
         limits = resources.get("limits") or {}
         try:
@@ -112,7 +136,7 @@ def parse_pod_template(deployment: Obj) -> PodTemplate:
                 requests[resource] = requests.get(resource, 0.0) + parse_quantity(quantity)
             memory_limit = int(parse_quantity(limits["memory"])) if "memory" in limits else None
         except ValueError as exc:
-            raise invalid("Deployment", name, f"{where}.resources: {exc}") from None
+            raise invalid(kind, name, f"{where}.resources: {exc}") from None
         ports = [p.get("containerPort") for p in container.get("ports") or [] if p.get("containerPort")]
         facts.append(
             {
@@ -123,19 +147,7 @@ def parse_pod_template(deployment: Obj) -> PodTemplate:
                 "model_dir": _model_dir(container),
             }
         )
-    return PodTemplate(
-        template_hash=template_hash(template),
-        labels=labels,
-        annotations={str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()},
-        requests=requests,
-        containers=facts,
-        scheduling={
-            "nodeSelector": pod_spec.get("nodeSelector") or {},
-            "affinity": pod_spec.get("affinity") or {},
-            "tolerations": pod_spec.get("tolerations") or [],
-        },
-        restart_policy=restart_policy,
-    )
+    return requests, facts
 
 
 def _scaled(value: int | str, total: int) -> int:
