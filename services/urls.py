@@ -1,11 +1,13 @@
 from django.urls import path
 
-from services import views
+from services import picker_views, views
 
 app_name = "services"
 urlpatterns = [
     path("", views.service_list_view, name="list"),
     path("new/", views.service_create_view, name="create"),
+    path("new/browse/", picker_views.model_browse_partial, name="model_browse"),
+    path("new/check/", picker_views.model_check_partial, name="model_check"),
     path("<int:pk>/", views.service_detail_view, name="detail"),
     path("<int:pk>/status/", views.service_status_partial, name="status"),
     path("<int:pk>/manifests/", views.service_manifests_view, name="manifests"),
