@@ -5,6 +5,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import ProtectedError
 
 from datasets.models import Dataset, DatasetEvent
 
@@ -125,4 +126,19 @@ def dataset_set_phase(*, dataset_id: int, phase: str, message: str, from_phases:
 def dataset_delete(*, dataset: Dataset) -> None:
     if dataset.services.exclude(phase="Deleted").exists():
         raise ValidationError("Delete the services that use this dataset first.")
-    dataset.delete()
+    name, copied = dataset.name, dataset.prewarmed
+    with transaction.atomic():
+        try:
+            dataset.delete()
+        except ProtectedError:
+            raise ValidationError(
+                "Deleted services that used this dataset keep their history and still refer to it."
+            ) from None
+        if copied:
+            transaction.on_commit(lambda: _enqueue_cleanup(name))
+
+
+def _enqueue_cleanup(dataset_name: str) -> None:
+    from datasets.tasks import delete_dataset_objects
+
+    delete_dataset_objects.delay(dataset_name)

@@ -99,7 +99,11 @@ class DatasetViewSet(
             OpenApiParameter("path", str, description="The model path inside the dataset."),
             OpenApiParameter("runtime", str, enum=["vllm", "triton", "torchserve"]),
             OpenApiParameter("gpu_count", int),
-            OpenApiParameter("gpu_memory_gib", float),
+            OpenApiParameter("gpu_type", str, description="A GPU product label; empty: the smallest GPU."),
+            OpenApiParameter("gpu_memory_gib", float, description="Overrides the GPU type's memory."),
+            OpenApiParameter(
+                "engine_args", str, description="--dtype, --quantization, --max-model-len count."
+            ),
         ]
     )
     @action(detail=True)
@@ -114,6 +118,8 @@ class DatasetViewSet(
                 path=params.get("path", ""),
                 runtime=params.get("runtime", "vllm"),
                 gpu_count=params.get("gpu_count", "1"),
+                gpu_type=params.get("gpu_type", ""),
                 gpu_memory_gib=params.get("gpu_memory_gib", ""),
+                engine_args=params.get("engine_args", ""),
             )
         )

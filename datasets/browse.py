@@ -68,6 +68,10 @@ def inspect_model_path(
 ) -> dict[str, Any]:
     """{"layout": LayoutReport or None, "fit": FitEstimate or None, "notes": [...]}, never raising
     for what the files say; only a bad request (unknown runtime, bad numbers) is an error."""
+    from datasets.inspect import RUNTIMES
+
+    if runtime not in RUNTIMES:
+        raise ValidationError({"runtime": f"Choose one of {', '.join(RUNTIMES)}."})
     try:
         gpus = int(gpu_count)
         memory = float(gpu_memory_gib) if gpu_memory_gib not in ("", None) else cluster_gpu_memory(gpu_type)

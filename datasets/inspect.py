@@ -640,23 +640,23 @@ def estimate_fit(
         message = f"{shape.heads} attention heads do not split over {gpu_count} GPUs: use {options}"
     elif fits:
         message = (
-            f"fits on {gpu_count} × {gpu_memory_gib:g} GiB GPU{plural} with ~{kv_gib_free:.0f} GiB "
+            f"fits on {gpu_count} × {gpu_memory_gib:.0f} GiB GPU{plural} with ~{kv_gib_free:.0f} GiB "
             f"for KV cache (~{_tokens(tokens)} tokens)"
         )
         if min_gpus and min_gpus < gpu_count:
             message += f"; {min_gpus} would do"
     elif min_gpus:
-        message = f"needs at least {min_gpus} GPUs of {gpu_memory_gib:g} GiB ({weights})"
+        message = f"needs at least {min_gpus} GPUs of {gpu_memory_gib:.0f} GiB ({weights})"
         if free > 0:  # the weights fit, one full-length sequence of KV cache does not
             need = max_len * shape.kv_bytes_per_token(kv_dtype_bytes, gpu_count) / GiB
             message = (
-                f"needs at least {min_gpus} GPUs of {gpu_memory_gib:g} GiB ({weights}; one "
+                f"needs at least {min_gpus} GPUs of {gpu_memory_gib:.0f} GiB ({weights}; one "
                 f"{max_len:,}-token sequence needs {need:.1f} GiB of KV cache per GPU, {free / GiB:.1f} GiB "
                 "is left: or lower max_model_len)"
             )
     else:
         message = (
-            f"does not fit on up to {TENSOR_PARALLEL_SIZES[-1]} GPUs of {gpu_memory_gib:g} GiB ({weights})"
+            f"does not fit on up to {TENSOR_PARALLEL_SIZES[-1]} GPUs of {gpu_memory_gib:.0f} GiB ({weights})"
         )
 
     return FitEstimate(

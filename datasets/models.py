@@ -1,3 +1,6 @@
+import ipaddress
+import re
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -5,6 +8,18 @@ from django.db import models
 from console.crypto import decrypt_json, encrypt_json
 from console.validators import validate_dns_label, validate_quantity
 from deploy.spec import ModelVolume
+
+HOST_NAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+
+
+def _is_host(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return bool(HOST_NAME.match(value))
+    return True
 
 
 class Dataset(models.Model):
@@ -76,6 +91,8 @@ class Dataset(models.Model):
             if not getattr(self, field):
                 label = self._meta.get_field(field).verbose_name
                 errors[field] = f"A {self.get_kind_display()} dataset needs its {label}."
+        if self.nfs_server and not _is_host(self.nfs_server):
+            errors["nfs_server"] = "Give a host name or an IP address, e.g. nfs.example.com or 10.0.0.5."
         for field in ("nfs_path", "local_path"):
             value = getattr(self, field)
             if value and (not value.startswith("/") or ".." in value.split("/")):

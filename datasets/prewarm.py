@@ -75,9 +75,8 @@ def start_prewarm(dataset: Dataset) -> PrewarmRun | None:
             from_phases=PHASES_BEFORE_READY,
         )
     cluster = get_cluster()
-    labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_DATASET: dataset.name}
     try:
-        cluster.delete_labelled(settings.SERVICE_NAMESPACE, labels, ("Job",))  # earlier runs' jobs
+        cluster.delete_labelled(settings.SERVICE_NAMESPACE, _labels(dataset.name), ("Job",))  # earlier runs
         cluster.apply(
             render_prewarm(prewarm_spec(dataset, job_name=run.job_name), credentials=dataset.credentials())
         )
@@ -88,6 +87,16 @@ def start_prewarm(dataset: Dataset) -> PrewarmRun | None:
         status=PrewarmRun.Status.RUNNING, started_at=timezone.now()
     )
     return run
+
+
+def delete_prewarm_objects(dataset_name: str) -> None:
+    get_cluster().delete_labelled(
+        settings.SERVICE_NAMESPACE, _labels(dataset_name), ("Job", "Secret", "PersistentVolumeClaim")
+    )
+
+
+def _labels(dataset_name: str) -> dict[str, str]:
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_DATASET: dataset_name}
 
 
 def sync_prewarm(run: PrewarmRun) -> None:

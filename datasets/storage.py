@@ -90,6 +90,8 @@ def clean_path(path: str) -> str:
     parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
     if ".." in parts:
         raise StorageError("InvalidPath", f"'{path}' leaves the dataset: '..' is not allowed.")
+    if "\x00" in path:  # filesystems refuse it with a ValueError, S3 with an odd key
+        raise StorageError("InvalidPath", "A path cannot contain a NUL character.")
     return "/".join(parts)
 
 

@@ -1,7 +1,7 @@
 from celery import shared_task
 
 from datasets.models import Dataset
-from datasets.prewarm import start_prewarm
+from datasets.prewarm import delete_prewarm_objects, start_prewarm
 from deploy.clusters import TransientClusterError
 
 
@@ -18,3 +18,16 @@ def prewarm_dataset(dataset_id: int) -> None:
     dataset = Dataset.objects.filter(id=dataset_id).first()
     if dataset is not None:
         start_prewarm(dataset)
+
+
+@shared_task(
+    acks_late=True,
+    autoretry_for=(TransientClusterError,),
+    retry_backoff=2,
+    retry_backoff_max=120,
+    retry_jitter=True,
+    max_retries=10,
+)
+def delete_dataset_objects(dataset_name: str) -> None:
+    """Remove a deleted dataset's copy from the cluster: its Job, Secret and PVC."""
+    delete_prewarm_objects(dataset_name)

@@ -86,6 +86,32 @@ def test_prewarm_releases_waiting_services(
     assert any(path == "m/config.json" for path, _ in dataset.files)  # browsable from now on
 
 
+def test_a_failed_prewarm_fails_the_services_waiting_for_it(
+    simulated, service, dataset, eager, django_capture_on_commit_callbacks, tmp_path
+):
+    from datasets.prewarm import sync_running_prewarms
+    from datasets.tasks import prewarm_dataset
+
+    (tmp_path / "empty-export").mkdir()
+    dataset.phase = dataset.Phase.PENDING
+    dataset.nfs_path = str(tmp_path / "empty-export")
+    dataset.save()
+    reconcile_service(service.id)
+    with django_capture_on_commit_callbacks(execute=True):
+        prewarm_dataset(dataset.id)
+
+        def failed() -> bool:
+            sync_running_prewarms()
+            dataset.refresh_from_db()
+            return dataset.phase == dataset.Phase.FAILED
+
+        wait_for(failed, timeout=60, what="the prewarm to fail")
+    service.refresh_from_db()
+    assert (service.phase, service.reason) == (phases.FAILED, "PrewarmFailed")
+    assert "EmptySource" in service.message and "nfs-models" in service.message
+    assert not simulated.observe("inference", "chat").found  # it never took a GPU
+
+
 def test_repair_drift_reapplies_objects_deleted_behind_our_back(simulated, service, eager):
     reconcile_service(service.id)
     simulated.delete_service("inference", "chat")

@@ -1,0 +1,80 @@
+"""Datasets through the REST API without a worker: validation, what is never shown back, the
+browse and inspect endpoints' answers to bad requests, delete rules."""
+
+import pytest
+
+from datasets.models import Dataset
+from services import phases
+from services.actions import service_create
+from tests.datasets.modeltrees import write_tiny_llama
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def local_dataset(user, tmp_path):
+    write_tiny_llama(tmp_path / "models" / "org" / "llama")
+    return Dataset.objects.create(
+        name="local-models", kind=Dataset.Kind.LOCAL, local_path=str(tmp_path / "models"), owner=user
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"kind": "nfs", "nfs_server": "bad host!", "nfs_path": "/exports"}, "nfs_server"),
+        ({"kind": "nfs", "nfs_server": "10.0.0.5", "nfs_path": "exports"}, "nfs_path"),
+        ({"kind": "nfs", "nfs_server": "10.0.0.5"}, "nfs_path"),
+        ({"kind": "s3"}, "s3_bucket"),
+        ({"kind": "local", "local_path": "/a/../b"}, "local_path"),
+        ({"kind": "nfs", "nfs_server": "nfs", "nfs_path": "/x", "cache_size": "lots"}, "cache_size"),
+    ],
+)
+def test_bad_datasets_are_400_with_the_field_and_create_nothing(api, payload, field):
+    response = api.post("/api/v1/datasets/", {"name": "d", **payload}, format="json")
+    assert response.status_code == 400, response.content
+    assert field in response.json()
+    assert not Dataset.objects.exists()
+
+
+def test_hosts_and_ips_are_accepted_as_nfs_servers(api):
+    for i, server in enumerate(["10.0.0.5", "nfs.example.com", "fd00::5", "filer-1"]):
+        response = api.post(
+            "/api/v1/datasets/",
+            {"name": f"d{i}", "kind": "nfs", "nfs_server": server, "nfs_path": "/exports"},
+            format="json",
+        )
+        assert response.status_code == 201, (server, response.content)
+
+
+def test_browse_and_inspect_answer_bad_requests_with_400(api, local_dataset):
+    url = f"/api/v1/datasets/{local_dataset.id}"
+    assert api.get(f"{url}/browse/", {"path": "org"}).json()["folders"] == ["llama"]
+    for params, field in [
+        ({"path": "a\x00b"}, "path"),
+        ({"path": "../etc"}, "path"),
+        ({"path": "absent"}, "path"),
+    ]:
+        response = api.get(f"{url}/browse/", params)
+        assert response.status_code == 400 and field in response.json(), (params, response.content)
+    response = api.get(f"{url}/inspect/", {"path": "org/llama", "runtime": "bogus"})
+    assert response.status_code == 400 and "runtime" in response.json()
+    response = api.get(f"{url}/inspect/", {"path": "org/llama", "gpu_count": "two"})
+    assert response.status_code == 400 and "gpu_count" in response.json()
+    fine = api.get(
+        f"{url}/inspect/", {"path": "org/llama", "runtime": "vllm", "gpu_type": "", "gpu_memory_gib": 24}
+    )
+    assert fine.status_code == 200 and fine.json()["layout"]["ok"] and fine.json()["fit"]["fits"]
+
+
+def test_a_dataset_in_use_cannot_be_deleted(api, user, queue, local_dataset):
+    service = service_create(
+        owner=user, name="chat", queue=queue, dataset=local_dataset, model_path="org/llama"
+    )
+    response = api.delete(f"/api/v1/datasets/{local_dataset.id}/")
+    assert response.status_code == 400 and "Delete the services" in str(response.json())
+    service.phase = phases.DELETED
+    service.save()
+    response = api.delete(f"/api/v1/datasets/{local_dataset.id}/")
+    assert response.status_code == 400 and "keep their history" in str(response.json())
+    assert Dataset.objects.filter(id=local_dataset.id).exists()
