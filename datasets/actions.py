@@ -37,6 +37,10 @@ def _check_storage(dataset: Dataset) -> None:
     not a failed prewarm later. Runs outside any transaction (it is a network call)."""
     if dataset.kind != Dataset.Kind.S3:
         return
+    given = set(dataset.credentials())
+    if len(given) == 1:  # boto3 refuses half a key pair; say which half is missing
+        missing = (set(CREDENTIAL_FIELDS) - given).pop()
+        raise ValidationError({missing: "Give both the access key and the secret key, or neither."})
     from datasets.sources import storage_for
     from datasets.storage import StorageError
 

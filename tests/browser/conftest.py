@@ -5,6 +5,8 @@ import shutil
 
 import pytest
 
+from tests.datasets.s3server import s3_bucket, s3_server  # noqa: F401 (fixtures)
+
 # Playwright's sync API runs an event loop in this thread; the live server's ORM calls are safe.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 

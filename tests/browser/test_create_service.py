@@ -5,11 +5,14 @@ import re
 from playwright.sync_api import expect
 
 from services.models import InferenceService
+from tests.datasets.modeltrees import write_tiny_llama
 
 
 def test_admin_creates_queue_dataset_and_service_and_sees_it_run(
-    page, live_server, admin_user, login, celery_worker, watcher
+    page, live_server, admin_user, login, celery_worker, watcher, tmp_path
 ):
+    export = tmp_path / "export"  # the simulated cluster's NFS server is this machine
+    write_tiny_llama(export / "THUDM" / "chatglm2-6b")
     login("root", "root-password-1")
     expect(page.locator(".cluster")).to_have_text("Simulated cluster")
 
@@ -20,14 +23,14 @@ def test_admin_creates_queue_dataset_and_service_and_sees_it_run(
     page.click("button[type=submit]")
     expect(page.locator("table")).to_contain_text("gpu-a100")
 
-    # An NFS dataset; prewarm is a recorded step that marks it Ready.
+    # An NFS dataset, prewarmed into the cluster by a copier Job.
     page.goto(f"{live_server.url}/datasets/new/")
     page.fill("#id_name", "nfs-models")
     page.select_option("#id_kind", "nfs")
-    page.fill("#id_nfs_server", "10.0.0.5")
-    page.fill("#id_nfs_path", "/exports/models")
+    page.fill("#id_nfs_server", "127.0.0.1")
+    page.fill("#id_nfs_path", str(export))
     page.click("button[type=submit]")
-    expect(page.get_by_test_id("dataset-phase")).to_have_text("Ready", timeout=20_000)  # after the worker ran
+    expect(page.get_by_test_id("dataset-phase")).to_have_text("Ready", timeout=30_000)  # after the copy
     page.reload()
 
     # The service form: first a bad name, which is refused next to the field.

@@ -26,6 +26,8 @@ def local_dataset(user, tmp_path):
         ({"kind": "nfs", "nfs_server": "10.0.0.5", "nfs_path": "exports"}, "nfs_path"),
         ({"kind": "nfs", "nfs_server": "10.0.0.5"}, "nfs_path"),
         ({"kind": "s3"}, "s3_bucket"),
+        ({"kind": "s3", "s3_bucket": "b", "s3_secret_key": "x"}, "s3_access_key"),
+        ({"kind": "s3", "s3_bucket": "b", "s3_access_key": "x"}, "s3_secret_key"),
         ({"kind": "local", "local_path": "/a/../b"}, "local_path"),
         ({"kind": "nfs", "nfs_server": "nfs", "nfs_path": "/x", "cache_size": "lots"}, "cache_size"),
     ],

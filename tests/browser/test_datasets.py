@@ -1,0 +1,71 @@
+"""A person adds an S3 dataset, watches its prewarm reach 100%, and picks the model path from
+the dataset's files in the service form; against the S3 server on 127.0.0.1."""
+
+import re
+
+from playwright.sync_api import expect
+
+from datasets.models import Dataset
+from services.models import InferenceService
+from tests.datasets.modeltrees import write_tiny_llama
+
+
+def test_s3_dataset_prewarms_with_progress_and_the_picker_fills_the_model_path(
+    page, live_server, admin_user, queue, login, celery_worker, watcher, s3_server, s3_bucket, tmp_path
+):
+    tree = write_tiny_llama(tmp_path / "llama", shards=2)
+    for path in tree.rglob("*"):
+        if path.is_file():
+            s3_server.put_file(s3_bucket, f"models/org/llama/{path.relative_to(tree)}", path.read_bytes())
+    login("root", "root-password-1")
+
+    page.goto(f"{live_server.url}/datasets/new/")
+    page.fill("#id_name", "s3-models")
+    page.select_option("#id_kind", "s3")
+    page.fill("#id_s3_endpoint", s3_server.endpoint_url)
+    page.fill("#id_s3_bucket", s3_bucket)
+    page.fill("#id_s3_prefix", "models")
+    page.fill("#id_s3_region", "us-east-1")
+    page.check("#id_s3_path_style")
+    page.fill("#id_s3_access_key", s3_server.access_key)
+    page.fill("#id_s3_secret_key", "wrong-secret")
+    page.click("button[type=submit]")
+    # Checked on save: the error is next to the secret, and the secret is not shown back.
+    expect(page.locator("#field-s3_secret_key .field-errors")).not_to_be_empty()
+    expect(page.locator("#id_s3_secret_key")).to_have_value("")
+    expect(page.locator("#id_s3_access_key")).to_have_value("")
+    expect(page.locator("#id_s3_bucket")).to_have_value(s3_bucket)
+    assert not Dataset.objects.exists()
+
+    page.fill("#id_s3_access_key", s3_server.access_key)  # neither key is shown back
+    page.fill("#id_s3_secret_key", s3_server.secret_key)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/datasets/\d+/$"))
+    progress = page.get_by_test_id("prewarm-percent")
+    expect(progress).to_have_attribute("data-percent", "100", timeout=30_000)
+    expect(page.get_by_test_id("dataset-phase")).to_have_text("Ready")
+    expect(page.get_by_test_id("prewarm-bytes")).to_contain_text(" of ")
+    page.reload()  # the state is the run's row, not the page's
+    expect(progress).to_have_attribute("data-percent", "100")
+    expect(page.locator("body")).not_to_contain_text(s3_server.secret_key)
+
+    # The service form: browse the dataset, pick the folder, see the layout checked.
+    page.goto(f"{live_server.url}/services/new/")
+    page.select_option("#id_dataset", label="s3-models")
+    page.locator("#model-browser button.entry", has_text="org/").click()
+    page.locator("#model-browser button.entry", has_text="llama/").click()
+    expect(page.get_by_test_id("browser-entries")).to_contain_text("config.json")
+    page.locator("#model-browser button.use-path").click()
+    expect(page.locator("#id_model_path")).to_have_value("org/llama")
+    expect(page.get_by_test_id("check-layout")).to_contain_text("Layout OK")
+    page.select_option("#id_runtime", "triton")
+    expect(page.get_by_test_id("check-layout")).to_contain_text("Layout problem")
+    page.select_option("#id_runtime", "vllm")
+    expect(page.get_by_test_id("check-layout")).to_contain_text("Layout OK")
+
+    page.fill("#id_name", "llama")
+    page.select_option("#id_queue", label=queue.name)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/services/\d+/$"))
+    expect(page.get_by_test_id("phase")).to_have_text("Running", timeout=30_000)
+    assert InferenceService.objects.get(name="llama").model_path == "org/llama"
