@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -86,3 +86,51 @@ def namespace(kube_api_client: client.ApiClient) -> Iterator[str]:
     except ApiException as exc:
         if exc.status != 404:
             raise
+
+
+@pytest.fixture
+def bound_volume(kube_api_client: client.ApiClient) -> Iterator[Callable[..., str]]:
+    """bound_volume(namespace, claim, ...) creates a PersistentVolume reserved for that claim.
+
+    The harness has no provisioner and no default StorageClass, so a PVC binds only to a PV
+    someone created; claimRef pre-binds it, so no other test's claim can take it. The PV is
+    cluster-scoped (the namespace's deletion does not remove it): deleted afterwards.
+    """
+    core = client.CoreV1Api(kube_api_client)
+    created: list[str] = []
+
+    def bind(
+        namespace: str,
+        claim: str,
+        *,
+        size: str = "100Gi",
+        access_mode: str = "ReadWriteMany",
+        storage_class: str = "",  # "" matches a claim without storageClassName here
+    ) -> str:
+        name = f"{namespace}-{claim}"[:253]
+        core.create_persistent_volume(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": size},
+                    "accessModes": [access_mode],
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "storageClassName": storage_class,
+                    # Only data: no kubelet ever mounts it.
+                    "hostPath": {"path": f"/var/lib/harness-volumes/{name}"},
+                    "claimRef": {"namespace": namespace, "name": claim},
+                },
+            }
+        )
+        created.append(name)
+        return name
+
+    yield bind
+    for name in created:
+        try:
+            core.delete_persistent_volume(name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

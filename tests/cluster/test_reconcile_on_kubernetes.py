@@ -4,8 +4,11 @@ CLUSTER_BACKEND=kubernetes against the real API server."""
 import time
 
 import pytest
+from kubernetes import client
 
+from datasets.prewarm import prewarm_spec
 from deploy import clusters
+from deploy.prewarm import render_prewarm
 from deploy.sync import observe_service
 from deploy.tasks import delete_service, reconcile_service
 from services import phases
@@ -25,6 +28,34 @@ def kubernetes_backend(settings, harness_kubeconfig, namespace):
     clusters._cluster_for.cache_clear()
 
 
+@pytest.fixture
+def prewarmed_dataset(kubernetes_backend, kube_api_client, namespace, dataset, bound_volume):
+    """The shared NFS dataset as a finished prewarm leaves it: Ready, with its copy in the PVC
+    that services mount (dataset-<name>), applied as the prewarm renders it and bound to a
+    volume. Without it the pods wait for a missing claim and are never scheduled."""
+    spec = prewarm_spec(dataset, job_name="prewarm-done")
+    (claim,) = [o for o in render_prewarm(spec) if o["kind"] == "PersistentVolumeClaim"]
+    assert claim["metadata"]["name"] == dataset.model_volume().claim_name
+    bound_volume(
+        namespace,
+        spec.claim_name,
+        size=spec.cache_size,
+        access_mode=spec.access_mode,
+        storage_class=spec.storage_class,
+    )
+    kubernetes_backend.apply([claim])
+    core = client.CoreV1Api(kube_api_client)
+    deadline = time.monotonic() + 30
+    while True:
+        phase = core.read_namespaced_persistent_volume_claim(spec.claim_name, namespace).status.phase
+        if phase == "Bound":
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(f"PVC {namespace}/{spec.claim_name} not bound after 30 s: {phase}")
+        time.sleep(0.25)
+    return dataset
+
+
 def observe_until(service_id: int, done, *, timeout: float = 60.0) -> InferenceService:
     """Observe as the watcher would until done(service); fail at the deadline."""
     deadline = time.monotonic() + timeout
@@ -37,9 +68,16 @@ def observe_until(service_id: int, done, *, timeout: float = 60.0) -> InferenceS
     pytest.fail(f"timed out; last phase {service.phase} {service.reason}: {service.message}")
 
 
-def test_create_reaches_running_and_delete_removes_everything(kubernetes_backend, user, queue, dataset):
+def test_create_reaches_running_and_delete_removes_everything(
+    kubernetes_backend, user, queue, prewarmed_dataset
+):
     service = service_create(
-        owner=user, name="chat", queue=queue, dataset=dataset, model_path="THUDM/chatglm2-6b", gpu_count=1
+        owner=user,
+        name="chat",
+        queue=queue,
+        dataset=prewarmed_dataset,
+        model_path="THUDM/chatglm2-6b",
+        gpu_count=1,
     )
     reconcile_service(service.id)  # what the worker runs after commit
     service.refresh_from_db()
@@ -59,11 +97,17 @@ def test_create_reaches_running_and_delete_removes_everything(kubernetes_backend
     assert not kubernetes_backend.observe(service.namespace, "chat").anything_left
 
 
-def test_sixteen_gpus_fail_unschedulable(kubernetes_backend, user, queue, dataset):
+def test_sixteen_gpus_fail_unschedulable(kubernetes_backend, user, queue, prewarmed_dataset):
     queue.gpu_quota = 64
     queue.save()
     service = service_create(
-        owner=user, name="huge", queue=queue, dataset=dataset, model_path="m", runtime="triton", gpu_count=16
+        owner=user,
+        name="huge",
+        queue=queue,
+        dataset=prewarmed_dataset,
+        model_path="m",
+        runtime="triton",
+        gpu_count=16,
     )
     reconcile_service(service.id)
     service = observe_until(service.id, lambda s: s.phase == phases.FAILED)

@@ -8,6 +8,7 @@ every failure is translated as errors.py says.
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -16,15 +17,52 @@ import urllib3
 from django.conf import settings
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic.resource import Resource
 
 from deploy.clusters.base import LABEL_SERVICE, NodeInfo, PermanentClusterError, service_selector
-from deploy.clusters.kubernetes.api import DEPLOYMENT, OTHER_KINDS, REQUEST_TIMEOUT, ClusterApi, as_dicts
+from deploy.clusters.kubernetes.api import (
+    DEPLOYMENT,
+    JOB,
+    OTHER_KINDS,
+    REQUEST_TIMEOUT,
+    ClusterApi,
+    as_dicts,
+)
 from deploy.clusters.kubernetes.errors import api_errors
-from deploy.clusters.kubernetes.observe import Obj, node_info, observation_from, resource_version_of
+from deploy.clusters.kubernetes.observe import (
+    Obj,
+    job_observation_from,
+    node_info,
+    observation_from,
+    resource_version_of,
+)
 from deploy.clusters.kubernetes.watch import watch_services
-from deploy.observation import Observation
+from deploy.observation import JobObservation, Observation
 
 log = logging.getLogger(__package__)  # the adapter logs as deploy.clusters.kubernetes
+
+
+def secret_data_from_string_data(obj: Obj) -> Obj:
+    """A Secret's stringData moved into data (base64), as the API server would store it.
+
+    stringData is write-only: the server folds it into data, so the live object never matches
+    what was applied, every apply re-stamps the manager's managedFields time and rewrites the
+    Secret (a new resourceVersion per apply in a new second, seen on 1.20), and a key dropped
+    from stringData would stay in data, which nobody owns. Applying data makes it owned and
+    the apply idempotent. Other objects are returned as they are; the input is not changed.
+    """
+    if obj.get("kind") != "Secret" or obj.get("apiVersion") != "v1" or not obj.get("stringData"):
+        return obj
+    converted = {key: value for key, value in obj.items() if key != "stringData"}
+    # stringData wins over data for the same key, as on the server.
+    converted["data"] = {
+        **(obj.get("data") or {}),
+        **{
+            key: base64.b64encode(str(value).encode()).decode("ascii")
+            for key, value in obj["stringData"].items()
+        },
+    }
+    return converted
 
 
 class KubernetesCluster(ClusterApi):
@@ -99,7 +137,7 @@ class KubernetesCluster(ClusterApi):
             before = self.get_or_none(resource, name, namespace)
             after = self.dynamic.server_side_apply(
                 resource,
-                body=obj,
+                body=secret_data_from_string_data(obj),
                 name=name,
                 namespace=namespace,
                 field_manager=self._field_manager,
@@ -141,30 +179,48 @@ class KubernetesCluster(ClusterApi):
     # --- delete ---------------------------------------------------------------------------
 
     def delete_service(self, namespace: str, name: str) -> None:
-        """Delete every labelled object of the service; the garbage collector takes the pods.
-
-        List-then-delete rather than deletecollection: 1.20 does not serve deletecollection
-        for Services.
-        """
+        """Delete every labelled object of the service; the garbage collector takes the pods."""
         selector = service_selector(name)
         for api_version, kind in (DEPLOYMENT, *OTHER_KINDS):
             resource = self.resource_for(api_version, kind)
             with api_errors(f"cannot delete the {kind}s of service {namespace}/{name}"):
-                for item in self.list_objects(resource, namespace, label_selector=selector):
-                    item_name = item["metadata"]["name"]
-                    try:
-                        self.dynamic.delete(
-                            resource,
-                            name=item_name,
-                            namespace=namespace,
-                            body={"propagationPolicy": "Background"},
-                            serializer=as_dicts,
-                            _request_timeout=REQUEST_TIMEOUT,
-                        )
-                    except ApiException as exc:
-                        if exc.status != 404:  # already gone is what we wanted
-                            raise
-                    log.info("deleted %s %s/%s", kind, namespace, item_name)
+                self._delete_matching(resource, namespace, selector)
+
+    def delete_labelled(self, namespace: str, labels: dict[str, str], kinds: tuple[str, ...]) -> None:
+        """Delete the objects of these kinds carrying all the labels, in the order given.
+
+        Background propagation: a Job's pods go with it (batch/v1 Jobs deleted through the API
+        orphan their pods by default). Already gone is fine, so calling it twice is too.
+        """
+        if not labels:
+            # An empty selector matches everything in the namespace: never what a caller means.
+            raise ValueError("delete_labelled needs at least one label")
+        selector = ",".join(f"{key}={value}" for key, value in labels.items())
+        for kind in kinds:
+            resource = self.resource_for_kind(kind)
+            with api_errors(f"cannot delete the {kind}s labelled {selector} in {namespace}"):
+                self._delete_matching(resource, namespace, selector)
+
+    def _delete_matching(self, resource: Resource, namespace: str, selector: str) -> None:
+        """List-then-delete rather than deletecollection: 1.20 does not serve deletecollection
+        for Services. Raises the client's exceptions (callers wrap them in api_errors)."""
+        for item in self.list_objects(resource, namespace, label_selector=selector):
+            item_name = item["metadata"]["name"]
+            if item["metadata"].get("deletionTimestamp"):
+                continue  # already being deleted (a PVC waits for its pods, a Job for the GC)
+            try:
+                self.dynamic.delete(
+                    resource,
+                    name=item_name,
+                    namespace=namespace,
+                    body={"propagationPolicy": "Background"},
+                    serializer=as_dicts,
+                    _request_timeout=REQUEST_TIMEOUT,
+                )
+            except ApiException as exc:
+                if exc.status != 404:  # already gone is what we wanted
+                    raise
+            log.info("deleted %s %s/%s", resource.kind, namespace, item_name)
 
     # --- observe --------------------------------------------------------------------------
 
@@ -204,6 +260,16 @@ class KubernetesCluster(ClusterApi):
         return observation_from(
             deployment, pods, events, other_objects=other_objects, observed_at=datetime.now(UTC)
         )
+
+    def observe_job(self, namespace: str, name: str) -> JobObservation:
+        """The Job and its newest pod (the job controller labels its pods job-name=<name>)."""
+        jobs, pods_resource = self.resource_for(*JOB), self.resource_for("v1", "Pod")
+        with api_errors(f"cannot observe job {namespace}/{name}"):
+            job = self.get_or_none(jobs, name, namespace)
+            if job is None:
+                return job_observation_from(None, [])
+            pods = self.list_objects(pods_resource, namespace, label_selector=f"job-name={name}")
+        return job_observation_from(job, pods)
 
     # --- watch ----------------------------------------------------------------------------
 

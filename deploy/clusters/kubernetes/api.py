@@ -29,6 +29,19 @@ LIST_PAGE_SIZE = 500
 # what other_objects counts). Deployment first: deleting it stops new pods being made.
 DEPLOYMENT = ("apps/v1", "Deployment")
 OTHER_KINDS = (("v1", "Service"), ("v1", "ConfigMap"), ("v1", "Secret"))
+JOB = ("batch/v1", "Job")
+
+# The apiVersion the console writes each kind in, for callers that name a kind only
+# (delete_labelled). Other kinds are resolved by discovery (resource_for_kind).
+KIND_VERSIONS = {
+    "Job": JOB[0],
+    "Secret": "v1",
+    "ConfigMap": "v1",
+    "PersistentVolumeClaim": "v1",
+    "Service": "v1",
+    "Pod": "v1",
+    "Deployment": DEPLOYMENT[0],
+}
 
 
 def as_dicts(_client: Any, data: Any) -> Any:
@@ -81,6 +94,22 @@ class ClusterApi:
         raise PermanentClusterError(
             f"this cluster does not serve {api_version} {kind}: no version of {kind} in {where} "
             "(is its CustomResourceDefinition or operator installed?)"
+        )
+
+    def resource_for_kind(self, kind: str) -> Resource:
+        """The served resource for a bare kind: the console's own version of it, else the
+        preferred version of the only API group serving it (several groups: ambiguous)."""
+        if kind in KIND_VERSIONS:
+            return self.resource_for(KIND_VERSIONS[kind], kind)
+        with api_errors(f"cannot discover {kind}"):
+            found = [r for r in self._search(kind=kind) if r.preferred and "/" not in (r.name or "")]
+        groups = sorted({r.group_version for r in found})
+        if len(groups) == 1:
+            return found[0]
+        if not groups:
+            raise PermanentClusterError(f"this cluster does not serve any {kind}")
+        raise PermanentClusterError(
+            f"{kind} is served by several API groups ({', '.join(groups)}): cannot tell which is meant"
         )
 
     def _search(self, **query: Any) -> list[Resource]:

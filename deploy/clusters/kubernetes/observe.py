@@ -11,7 +11,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deploy.clusters.base import NodeInfo
-from deploy.observation import ContainerObservation, EventObservation, Observation, PodObservation
+from deploy.observation import (
+    ContainerObservation,
+    EventObservation,
+    JobObservation,
+    Observation,
+    PodObservation,
+)
 
 Obj = dict[str, Any]  # an API object as the server sends it
 
@@ -165,6 +171,61 @@ def observation_from(
             for c in status.get("conditions") or []
         },
         **common,
+    )
+
+
+def _newest(pods: list[Obj]) -> Obj | None:
+    """The most recently created pod (a Job's retries are new pods, each newer than the last)."""
+    if not pods:
+        return None
+    return max(
+        pods,
+        key=lambda p: (
+            parse_time((p.get("metadata") or {}).get("creationTimestamp"))
+            or datetime.min.replace(tzinfo=UTC),
+            str((p.get("metadata") or {}).get("name", "")),
+        ),
+    )
+
+
+def job_observation_from(job: Obj | None, pods: list[Obj]) -> JobObservation:
+    """Build the JobObservation from a batch/v1 Job (None: absent) and its pods."""
+    if job is None:
+        return JobObservation(found=False)
+    status = job.get("status") or {}
+    complete = _condition(job, "Complete")
+    failed = _condition(job, "Failed")
+    failure = failed if failed is not None and failed.get("status") == "True" else {}
+    pod_fields: dict[str, str] = {}
+    newest = _newest(pods)
+    if newest is not None:
+        pod = pod_observation(newest)
+        waiting_reason = waiting_message = ""
+        if pod.scheduled is False:
+            # Not on a node yet: the scheduler's verdict is why nothing runs.
+            waiting_reason = pod.scheduling_reason or "Unschedulable"
+            waiting_message = pod.scheduling_message
+        else:
+            for container in pod.containers:
+                if container.state == "waiting" and container.reason:
+                    waiting_reason, waiting_message = container.reason, container.message
+                    break
+        pod_fields = {
+            "pod": pod.name,
+            "pod_phase": pod.phase,
+            "waiting_reason": waiting_reason,
+            "waiting_message": waiting_message,
+        }
+    return JobObservation(
+        found=True,
+        active=int(status.get("active") or 0),
+        succeeded=int(status.get("succeeded") or 0),
+        failed=int(status.get("failed") or 0),
+        complete=complete is not None and complete.get("status") == "True",
+        # A Failed condition always has a reason on real servers; keep "Failed" if one does not.
+        failure_reason=str(failure.get("reason") or "Failed") if failure else "",
+        failure_message=str(failure.get("message") or ""),
+        **pod_fields,
     )
 
 
