@@ -23,6 +23,9 @@ from deploy.clusters.kubernetes import (
     pod_observation,
     translate_error,
 )
+from deploy.clusters.kubernetes.adapter import secret_data_from_string_data
+from deploy.clusters.kubernetes.observe import job_observation_from
+from deploy.observation import JobObservation
 from deploy.status import derive_status
 
 CREATED = "2026-11-22T05:00:00Z"
@@ -422,3 +425,83 @@ def test_from_settings_reads_the_kubeconfig_and_context(settings, tmp_path):
 
     assert cluster.host == "https://127.0.0.1:2"
     assert cluster.simulated is False
+
+
+# --- Jobs (prewarm) and Secrets -----------------------------------------------------------------
+
+
+def _job(conditions: list[dict] | None = None, **status) -> dict:
+    return {"metadata": {"name": "prewarm-m-1"}, "status": {**status, "conditions": conditions or []}}
+
+
+def _job_pod(
+    name: str, created: str, *, phase: str = "Pending", waiting: str = "", scheduled: bool = True
+) -> dict:
+    pod = {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "spec": {"containers": [{"name": "copier"}]},
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "PodScheduled", "status": "True" if scheduled else "False"}],
+        },
+    }
+    if not scheduled:
+        pod["status"]["conditions"][0].update(reason="Unschedulable", message="0/3 nodes are available")
+    if waiting:
+        pod["status"]["containerStatuses"] = [
+            {"name": "copier", "ready": False, "restartCount": 0, "state": {"waiting": {"reason": waiting}}}
+        ]
+    return pod
+
+
+def test_a_missing_job_is_not_found():
+    assert job_observation_from(None, []) == JobObservation(found=False)
+
+
+def test_a_job_reports_its_newest_pod_and_why_it_waits():
+    pods = [
+        _job_pod("old", "2026-11-22T05:00:00Z", phase="Failed"),
+        _job_pod("new", "2026-11-22T05:01:00Z", waiting="ImagePullBackOff"),
+    ]
+    job = job_observation_from(_job(active=1, failed=1), pods)
+    assert (job.found, job.active, job.failed, job.finished) == (True, 1, 1, False)
+    assert (job.pod, job.pod_phase, job.waiting_reason) == ("new", "Pending", "ImagePullBackOff")
+
+
+def test_an_unscheduled_job_pod_waits_with_the_schedulers_words():
+    job = job_observation_from(_job(active=1), [_job_pod("p", CREATED, scheduled=False)])
+    assert (job.waiting_reason, job.waiting_message) == ("Unschedulable", "0/3 nodes are available")
+
+
+def test_job_conditions_say_complete_or_failed_with_the_reason():
+    complete = job_observation_from(_job([{"type": "Complete", "status": "True"}], succeeded=1), [])
+    assert complete.complete and complete.finished and not complete.failure_reason
+    failed = job_observation_from(
+        _job(
+            [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit",
+                }
+            ],
+            failed=4,
+        ),
+        [],
+    )
+    assert (failed.failure_reason, failed.failed, failed.complete) == ("BackoffLimitExceeded", 4, False)
+
+
+def test_secret_string_data_is_applied_as_base64_data():
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "data": {"A": "b2xk"},
+        "stringData": {"A": "new", "B": "é"},
+    }
+    converted = secret_data_from_string_data(secret)
+    assert converted["data"] == {"A": "bmV3", "B": "w6k="} and "stringData" not in converted
+    assert secret["stringData"] == {"A": "new", "B": "é"}  # the input is left alone
+    deployment = {"apiVersion": "apps/v1", "kind": "Deployment"}
+    assert secret_data_from_string_data(deployment) is deployment
