@@ -37,13 +37,22 @@ def dataset(user):
     )
 
 
-@pytest.fixture
-def api(user):
+def bearer_client(user) -> APIClient:
     """An API client authenticated the way automation does: Authorization: Bearer <token>."""
     _token, plaintext = api_token_create(user=user, name="tests")
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
     return client
+
+
+@pytest.fixture
+def api(user):
+    return bearer_client(user)
+
+
+@pytest.fixture
+def admin_api(admin_user):
+    return bearer_client(admin_user)
 
 
 @pytest.fixture

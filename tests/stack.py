@@ -76,3 +76,15 @@ def wait_for(predicate, *, timeout: float = 30.0, interval: float = 0.1, what: s
             return value
         time.sleep(interval)
     pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_until(read, done, *, timeout: float = 45.0, what: str):
+    """Poll read() until done(value) and return the value; at the deadline fail showing the last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}; last seen: {value!r}")
+        time.sleep(0.25)

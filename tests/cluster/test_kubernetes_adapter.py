@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -17,10 +17,10 @@ from deploy.observation import Observation
 from deploy.render import render_service
 from deploy.spec import ModelVolume, ServiceSpec
 from deploy.status import DerivedStatus, derive_status
+from tests import stack
 
 pytestmark = pytest.mark.cluster
 
-T = TypeVar("T")
 NAME = "chat"
 # How long the simulator and the controllers may take for what these tests wait for
 # (typically 1-3 s: the simulator syncs pods every second).
@@ -46,16 +46,8 @@ def make_spec(namespace: str, **overrides: Any) -> ServiceSpec:
     return ServiceSpec(**values)
 
 
-def wait_until(read: Callable[[], T], done: Callable[[T], bool], *, what: str) -> T:
-    """Poll read() until done(value); on the deadline fail showing the last value."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {DEADLINE_SECONDS} s waiting for {what}; last seen: {value!r}")
-        time.sleep(0.25)
+def wait_until(read, done, *, what: str):
+    return stack.wait_until(read, done, timeout=DEADLINE_SECONDS, what=what)
 
 
 def status_of(

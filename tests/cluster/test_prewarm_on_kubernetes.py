@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import base64
 import copy
-import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -23,10 +22,10 @@ from deploy.clusters.base import LABEL_MANAGED_BY, MANAGED_BY
 from deploy.clusters.kubernetes import KubernetesCluster
 from deploy.observation import JobObservation
 from deploy.prewarm import LABEL_DATASET, PrewarmSpec, render_prewarm
+from tests import stack
 
 pytestmark = pytest.mark.cluster
 
-T = TypeVar("T")
 # Typically 1-8 s: the simulator syncs every second and runs Job pods for 5 s.
 DEADLINE_SECONDS = 60
 GPU = "nvidia.com/gpu"
@@ -62,16 +61,8 @@ def labels_of(spec: PrewarmSpec) -> dict[str, str]:
     return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_DATASET: spec.dataset}
 
 
-def wait_until(read: Callable[[], T], done: Callable[[T], bool], *, what: str) -> T:
-    """Poll read() until done(value); on the deadline fail showing the last value."""
-    deadline = time.monotonic() + DEADLINE_SECONDS
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {DEADLINE_SECONDS} s waiting for {what}; last seen: {value!r}")
-        time.sleep(0.25)
+def wait_until(read, done, *, what: str):
+    return stack.wait_until(read, done, timeout=DEADLINE_SECONDS, what=what)
 
 
 def job_of(cluster: KubernetesCluster, spec: PrewarmSpec) -> Callable[[], JobObservation]:

@@ -4,7 +4,6 @@ overrides it. Through the REST API, against a LOCAL dataset of generated model t
 
 import pytest
 
-from auth.actions import api_token_create
 from datasets.models import Dataset
 from services.models import InferenceService
 from tests.datasets.modeltrees import write_chatglm2_6b, write_triton_repository
@@ -19,16 +18,6 @@ def models(user, tmp_path):
     return Dataset.objects.create(
         name="local-models", kind=Dataset.Kind.LOCAL, local_path=str(tmp_path), owner=user, phase="Ready"
     )
-
-
-@pytest.fixture
-def admin_api(admin_user):
-    from rest_framework.test import APIClient
-
-    _token, plaintext = api_token_create(user=admin_user, name="tests")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {plaintext}")
-    return client
 
 
 def payload(queue, **overrides):
