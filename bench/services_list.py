@@ -122,7 +122,7 @@ def seed(service_count: int) -> Fixture:
 
     from auth.actions import api_token_create
     from datasets.models import Dataset
-    from queues.models import Queue
+    from queues.actions import queue_create
     from services import phases
     from services.models import InferenceService, ServiceEvent
 
@@ -133,7 +133,7 @@ def seed(service_count: int) -> Fixture:
         for name in ("alice", "bob")
     ]
     queues = [
-        Queue.objects.create(name=name, gpu_quota=64, cpu_quota=512, memory_quota_gib=4096)
+        queue_create(name=name, gpu_quota=64, cpu_quota=512, memory_quota_gib=4096)
         for name in ("gpu-a100", "gpu-h100", "gpu-l40s", "cpu-only")
     ]
     datasets = [

@@ -6,11 +6,12 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
 from datasets.api import DatasetViewSet
-from queues.api import QueueViewSet
+from queues.api import FlavorViewSet, QueueViewSet
 from services.api import ServiceViewSet
 
 router = DefaultRouter()
 router.register("queues", QueueViewSet, basename="queue")
+router.register("flavors", FlavorViewSet, basename="flavor")
 router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("services", ServiceViewSet, basename="service")
 

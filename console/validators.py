@@ -96,3 +96,45 @@ def parse_quantity(value: str | int | float) -> float:
     if not match or match.group(2) not in _SUFFIX:
         raise ValueError(f"invalid quantity {value!r}")
     return float(match.group(1)) * _SUFFIX[match.group(2)]
+
+
+TAINT_EFFECTS = {"", "NoSchedule", "PreferNoSchedule", "NoExecute"}
+
+
+def toleration_problems(tolerations: object) -> list[str]:
+    """What is wrong with a list of pod tolerations, one sentence each."""
+    if not isinstance(tolerations, list):
+        return ["Give a list of {key, operator, value, effect} tolerations."]
+    problems = []
+    for t in tolerations:
+        if not isinstance(t, dict) or not set(t) <= {"key", "operator", "value", "effect"}:
+            problems.append("Each toleration has key, operator, value and effect.")
+            continue
+        key, op = t.get("key", ""), t.get("operator", "Equal")
+        if not isinstance(key, str) or (key and not QUALIFIED_NAME.match(key)):
+            problems.append(f"{key!r} is not a valid taint key.")
+        if op not in {"Equal", "Exists"}:
+            problems.append(f"Toleration operator {op!r} must be Equal or Exists.")
+        if op == "Exists" and t.get("value"):
+            problems.append(f"Toleration on {key} with Exists takes no value.")
+        if op == "Equal" and not key:
+            problems.append("A toleration with Equal needs a key.")
+        value = t.get("value", "")
+        if not isinstance(value, str) or not LABEL_VALUE.match(value):
+            problems.append(f"Toleration value {value!r} is not a valid label value.")
+        if t.get("effect", "") not in TAINT_EFFECTS:
+            problems.append(f"Effect {t.get('effect')!r} must be NoSchedule, PreferNoSchedule or NoExecute.")
+    return problems
+
+
+def node_label_problems(labels: object) -> list[str]:
+    """What is wrong with a {key: value} map of node labels, one sentence each."""
+    if not isinstance(labels, dict):
+        return ['Give node labels as {"key": "value"}.']
+    problems = []
+    for key, value in labels.items():
+        if not isinstance(key, str) or not QUALIFIED_NAME.match(key):
+            problems.append(f"{key!r} is not a valid node label key.")
+        if not isinstance(value, str) or not LABEL_VALUE.match(value):
+            problems.append(f"{value!r} (label {key}) is not a valid label value.")
+    return problems

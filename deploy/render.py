@@ -23,6 +23,7 @@ LABEL_NAME = "app.kubernetes.io/name"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_RUNTIME = "inference.console/runtime"
 LABEL_QUEUE = "kueue.x-k8s.io/queue-name"
+LABEL_PRIORITY_CLASS = "kueue.x-k8s.io/priority-class"
 # Hash of the env ConfigMap on the pod template: envFrom is read only at container start,
 # so without it an env change would update the ConfigMap and leave the pods on old values.
 ANNOTATION_ENV_HASH = "inference.console/env-hash"
@@ -157,6 +158,8 @@ def _labels(spec: ServiceSpec, *, with_queue: bool = False) -> dict[str, str]:
         labels[LABEL_SERVICE_UID] = spec.service_uid
     if with_queue and spec.queue_name:
         labels[LABEL_QUEUE] = spec.queue_name
+    if with_queue and spec.priority_class:
+        labels[LABEL_PRIORITY_CLASS] = spec.priority_class
     return labels
 
 
@@ -290,6 +293,10 @@ def _node_expressions(spec: ServiceSpec) -> list[Obj]:
         gpu = _match_expression(NodeRule(key=GPU_PRODUCT_LABEL, operator="In", values=(spec.gpu_type,)))
         if gpu not in expressions:
             expressions.append(gpu)
+    for key, value in spec.flavor_node_labels:  # the admitted flavor's nodes
+        expression = _match_expression(NodeRule(key=key, operator="In", values=(value,)))
+        if expression not in expressions:
+            expressions.append(expression)
     return expressions
 
 
@@ -318,6 +325,9 @@ def _toleration(toleration: Toleration) -> Obj:
 
 def _tolerations(spec: ServiceSpec) -> list[Obj]:
     tolerations = [_toleration(t) for t in spec.tolerations] if spec.affinity_mode == "custom" else []
+    for toleration in map(_toleration, spec.flavor_tolerations):
+        if toleration not in tolerations:
+            tolerations.append(toleration)
     if spec.gpu_count > 0 and GPU_TOLERATION not in tolerations:
         tolerations.append(dict(GPU_TOLERATION))
     return tolerations

@@ -68,6 +68,10 @@ class ServiceSpec:
     node_rules: tuple[NodeRule, ...] = ()
     tolerations: tuple[Toleration, ...] = ()
     queue_name: str = ""  # Kueue LocalQueue name; becomes kueue.x-k8s.io/queue-name
+    priority_class: str = ""  # Kueue WorkloadPriorityClass; becomes kueue.x-k8s.io/priority-class
+    # The admitted flavor's node labels and tolerations, added to the pod as Kueue would add them.
+    flavor_node_labels: tuple[tuple[str, str], ...] = ()
+    flavor_tolerations: tuple[Toleration, ...] = ()
     auth_policy: Literal["none", "api_key"] = "none"
     service_uid: str = ""  # the console's id for the service, carried in a label
     annotations: dict[str, str] = field(default_factory=dict)  # pod template annotations
@@ -93,7 +97,9 @@ class ServiceSpec:
             else NodeRule(**{**rule, "values": tuple(rule.get("values", ()))})
             for rule in data.get("node_rules", ())
         )
-        data["tolerations"] = tuple(
-            t if isinstance(t, Toleration) else Toleration(**t) for t in data.get("tolerations", ())
-        )
+        for name in ("tolerations", "flavor_tolerations"):
+            data[name] = tuple(
+                t if isinstance(t, Toleration) else Toleration(**t) for t in data.get(name, ())
+            )
+        data["flavor_node_labels"] = tuple(tuple(pair) for pair in data.get("flavor_node_labels", ()))
         return cls(**data)

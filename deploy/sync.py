@@ -31,7 +31,7 @@ def apply_service(service: InferenceService) -> None:
             reason="WaitingForDataset",
             message=f"Waiting for dataset {service.dataset.name} to be prewarmed "
             f"({service.dataset.phase.lower()}).",
-            from_phases={phases.PENDING, phases.QUEUED, phases.PREWARMING},
+            from_phases={phases.PENDING, phases.PREWARMING},
         )
         return
     objects = render_service(service_spec(service), cluster_domain=settings.CLUSTER_DOMAIN)
@@ -54,7 +54,7 @@ def apply_service(service: InferenceService) -> None:
         to_phase=phases.DEPLOYING,
         reason="WaitingForPods",
         message=f"Revision {revision} applied; waiting for pods.",
-        from_phases={phases.PENDING, phases.QUEUED, phases.PREWARMING, phases.FAILED},
+        from_phases={phases.PENDING, phases.PREWARMING, phases.FAILED},
     )
     observe_service(InferenceService.objects.get(id=service.id))
 

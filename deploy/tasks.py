@@ -38,6 +38,8 @@ def reconcile_service(service_id: int) -> None:
     if service.phase == phases.DELETING:
         sync.delete_service_objects(service)
         return
+    if service.phase == phases.QUEUED:
+        return  # nothing is applied before admission (services.admission.admit_queued)
     sync.apply_service(service)
 
 
@@ -52,8 +54,14 @@ def delete_service(service_id: int) -> None:
 def repair_drift() -> None:
     """Periodic safety net for missed watch events and lost tasks."""
     from datasets.prewarm import sync_running_prewarms
+    from services.admission import admit_queued
 
     sync_running_prewarms()
+    # Quota freed by services that stopped or went away: admit who waits, in order.
+    for queue_id in set(
+        InferenceService.objects.filter(phase=phases.QUEUED).values_list("queue_id", flat=True)
+    ):
+        admit_queued(queue_id)
     now = timezone.now()
     stale = now - timedelta(seconds=60)
     live = InferenceService.objects.select_related("dataset", "queue").exclude(phase=phases.DELETED)

@@ -10,18 +10,19 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from console.validators import parse_quantity
 from deploy.status import DerivedStatus
-from queues.models import Queue
+from queues.selectors import cohort_of
 from services import phases
+from services.admission import admit_queued, cluster_nodes, decide, flavor_named, lock_queues
 from services.model_checks import check_model_files
 from services.models import InferenceService, ServiceEvent
-from services.quota import check_queue_quota
 
 # What a user may set when creating a service (everything else is the console's).
 SPEC_FIELDS = (
     "name", "description", "queue", "runtime", "image", "dataset", "model_path", "served_model_name",
     "engine_args", "env", "replicas", "cpu", "memory", "gpu_count", "gpu_type", "shm_size",
-    "auth_policy", "affinity_mode", "node_rules", "tolerations", "fit_override",
+    "auth_policy", "affinity_mode", "node_rules", "tolerations", "fit_override", "team", "priority_class",
 )  # fmt: skip
 NAME_TAKEN = "A service with this name already exists in namespace {namespace}."
 
@@ -49,48 +50,115 @@ def _check_name_free(service: InferenceService) -> None:
         raise ValidationError({"name": NAME_TAKEN.format(namespace=service.namespace)})
 
 
+def _prepare(owner: AbstractBaseUser, fields: dict[str, Any]) -> tuple[InferenceService, list | None]:
+    """A new service checked as far as it can be without the queue's lock: fields, team, model
+    files; and the cluster's nodes for the admission check. Nothing is saved."""
+    unknown = set(fields) - set(SPEC_FIELDS)
+    if unknown:
+        raise ValidationError({name: "Unknown field." for name in sorted(unknown)})
+    service = InferenceService(owner=owner, namespace=settings.SERVICE_NAMESPACE, **fields)
+    if "team" not in fields:
+        service.team = _only_team(owner)
+    service.full_clean(validate_constraints=False)
+    if service.fit_override and not owner.is_staff:
+        raise ValidationError({"fit_override": "Only admins may override the fit check."})
+    _check_team(service, owner)
+    _set_amounts(service)
+    # Reads the dataset's files (S3, a mounted folder) and the cluster's nodes: before any
+    # transaction opens.
+    check_model_files(service)
+    return service, cluster_nodes()
+
+
+def service_check(*, owner: AbstractBaseUser, **fields: Any) -> dict[str, Any]:
+    """The pre-submit check: everything service_create would decide, without creating anything.
+
+    Raises ValidationError for bad input, like service_create; over quota is a verdict here."""
+    service, nodes = _prepare(owner, fields)
+    decision = decide(service, nodes=nodes, locked=cohort_of(service.queue))  # a read: no locks
+    return {
+        "verdict": decision.verdict,
+        "field": decision.field,
+        "message": decision.message,
+        "flavor": decision.flavor,
+        "holds": decision.holds,
+        "position": decision.position,
+        "flavors": [
+            {"flavor": f.flavor, "outcome": f.outcome, "free_gpus": f.free.gpu, "reason": f.reason}
+            for f in decision.flavors
+        ],
+    }
+
+
 def service_create(*, owner: AbstractBaseUser, **fields: Any) -> InferenceService:
     """Validate and save a new service as Pending; reconcile starts after commit.
 
     Raises django ValidationError with field names; nothing is saved then.
     """
-    unknown = set(fields) - set(SPEC_FIELDS)
-    if unknown:
-        raise ValidationError({name: "Unknown field." for name in sorted(unknown)})
-    service = InferenceService(owner=owner, namespace=settings.SERVICE_NAMESPACE, **fields)
-    service.full_clean(validate_constraints=False)
-    if service.fit_override and not owner.is_staff:
-        raise ValidationError({"fit_override": "Only admins may override the fit check."})
-    # Reads the dataset's files (S3, a mounted folder): before any transaction opens.
-    check_model_files(service)
+    service, nodes = _prepare(owner, fields)
     try:
         with transaction.atomic():
-            if service.queue_id is not None:
-                # Lock the queue row so two creates racing for its last GPUs see each other.
-                Queue.objects.select_for_update().filter(id=service.queue_id).first()
+            # Lock the queue (and its cohort) so two creates racing for its last GPUs see each other.
+            locked = lock_queues(service.queue)
             _check_name_free(service)
-            check_queue_quota(
-                queue=service.queue,
-                gpu_count=service.gpu_count,
-                replicas=service.replicas,
-                cpu=service.cpu,
-                memory=service.memory,
-                exclude_id=None,
-            )
+            decision = decide(service, nodes=nodes, locked=locked)
+            if decision.verdict == "refuse":
+                raise ValidationError({decision.field or "queue": decision.message})
+            if decision.verdict == "admit":
+                service.flavor = flavor_named(decision.flavor)
+            else:
+                service.phase, service.reason, service.message = (
+                    phases.QUEUED,
+                    "WaitingForQuota",
+                    decision.message,
+                )
             service.save()
             _record(
                 service,
                 kind=ServiceEvent.Kind.ACTION,
                 reason="Created",
                 message=f"Created by {owner}: {service.runtime_info.label}, {service.replicas} × "
-                f"{service.gpu_count} GPU, model {service.dataset.name}/{service.model_path}.",
+                f"{service.gpu_count} GPU, model {service.dataset.name}/{service.model_path}; "
+                + (
+                    f"admitted to flavor {decision.flavor}, holds {decision.holds}."
+                    if service.flavor_id
+                    else f"queued: {decision.message}"
+                ),
                 actor=str(owner),
             )
-            _enqueue_reconcile(service.id)
+            if service.phase == phases.PENDING:
+                _enqueue_reconcile(service.id)
     except IntegrityError:
         # Lost a race for the name against a concurrent create.
         raise ValidationError({"name": NAME_TAKEN.format(namespace=service.namespace)}) from None
     return service
+
+
+def _only_team(owner: AbstractBaseUser):
+    """A user in exactly one team counts against it without choosing; in several, they choose."""
+    teams = list(owner.teams.all()[:2]) if owner.pk else []
+    return teams[0] if len(teams) == 1 else None
+
+
+def _check_team(service: InferenceService, owner: AbstractBaseUser) -> None:
+    team = service.team
+    if team is None:
+        if owner.pk and owner.teams.count() > 1:
+            raise ValidationError(
+                {"team": "You are in several teams: choose the one this service counts against."}
+            )
+        return
+    if not team.members.filter(pk=owner.pk).exists():
+        raise ValidationError({"team": f"You are not a member of team {team.name}."})
+    if team.queues.exists() and not team.queues.filter(pk=service.queue_id).exists():
+        allowed = ", ".join(team.queues.values_list("name", flat=True))
+        raise ValidationError({"queue": f"Team {team.name} may use these queues: {allowed}."})
+
+
+def _set_amounts(service: InferenceService) -> None:
+    """The numeric twins of cpu and memory that queue accounting sums in SQL."""
+    service.cpu_milli = round(parse_quantity(service.cpu) * 1000)
+    service.memory_bytes = round(parse_quantity(service.memory))
 
 
 def service_update(
@@ -103,9 +171,10 @@ def service_update(
     """Change replicas (scale, 0 stops) or the description; a new spec goes through reconcile."""
     if service.phase in {phases.DELETING, phases.DELETED}:
         raise ValidationError({"replicas": f"The service is {service.phase.lower()}."})
+    nodes = cluster_nodes()
     with transaction.atomic():
+        locked = lock_queues(service.queue)
         service = InferenceService.objects.select_for_update().get(id=service.id)
-        Queue.objects.select_for_update().filter(id=service.queue_id).first()
         changes = []
         if description is not None and description != service.description:
             service.description = description
@@ -114,14 +183,13 @@ def service_update(
             old = service.replicas
             service.replicas = replicas
             service.full_clean(validate_constraints=False)
-            check_queue_quota(
-                queue=service.queue,
-                gpu_count=service.gpu_count,
-                replicas=replicas,
-                cpu=service.cpu,
-                memory=service.memory,
-                exclude_id=service.id,
-            )
+            if service.phase != phases.QUEUED and replicas > old:
+                # More replicas must fit now, in the flavor the service already holds.
+                decision = decide(service, nodes=nodes, locked=locked)
+                if decision.verdict != "admit" or (service.flavor and decision.flavor != service.flavor.name):
+                    raise ValidationError(
+                        {"replicas": decision.message or "More replicas do not fit the quota now."}
+                    )
             changes.append("replicas")
             _record(
                 service,
@@ -152,6 +220,8 @@ def service_delete(*, service: InferenceService, actor: AbstractBaseUser) -> Non
             from deploy.tasks import delete_service
 
             transaction.on_commit(lambda: delete_service.delay(service.id))
+            # Its quota is free at once: the next waiting services may go.
+            transaction.on_commit(lambda: admit_queued(service.queue_id))
 
 
 def service_transition(

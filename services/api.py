@@ -7,9 +7,9 @@ from rest_framework.response import Response
 from console.api import ModelValidatedSerializer
 from datasets.models import Dataset
 from deploy.render import objects_to_yaml, render_service
-from queues.models import Queue
+from queues.models import PriorityClass, Queue, Team
 from services.access import access_info
-from services.actions import SPEC_FIELDS, service_create, service_delete, service_update
+from services.actions import SPEC_FIELDS, service_check, service_create, service_delete, service_update
 from services.logs import PodNotFound, service_pod_log
 from services.models import InferenceService, ServiceEvent
 from services.selectors import service_events, service_list, services_visible_to
@@ -54,6 +54,12 @@ class ServiceSerializer(ModelValidatedSerializer):
 
     queue = serializers.SlugRelatedField(slug_field="name", queryset=Queue.objects.all())
     dataset = serializers.SlugRelatedField(slug_field="name", queryset=Dataset.objects.all())
+    team = serializers.SlugRelatedField(
+        slug_field="name", queryset=Team.objects.all(), required=False, allow_null=True
+    )
+    priority_class = serializers.SlugRelatedField(
+        slug_field="name", queryset=PriorityClass.objects.all(), required=False, allow_null=True
+    )
     env = EnvVarSerializer(many=True, required=False)
     node_rules = NodeRuleSerializer(many=True, required=False)
     tolerations = TolerationSerializer(many=True, required=False)
@@ -99,6 +105,16 @@ class ServiceSerializer(ModelValidatedSerializer):
             "health_url": access.health_url,
             "grpc_address": access.grpc_address,
         }
+
+
+class AdmissionCheckSerializer(serializers.Serializer):
+    verdict = serializers.ChoiceField(["admit", "queue", "refuse"])
+    field = serializers.CharField()
+    message = serializers.CharField()
+    flavor = serializers.CharField()
+    holds = serializers.CharField()
+    position = serializers.IntegerField(allow_null=True)
+    flavors = serializers.ListField(child=serializers.DictField())
 
 
 class ServiceUpdateSerializer(serializers.Serializer):
@@ -154,6 +170,15 @@ class ServiceViewSet(
 
     def perform_create(self, serializer):
         serializer.instance = service_create(owner=self.request.user, **serializer.validated_data)
+
+    @extend_schema(request=ServiceSerializer, responses={200: AdmissionCheckSerializer})
+    @action(detail=False, methods=["post"])
+    def check(self, request):
+        """The pre-submit check: would this service be admitted now, wait in the queue (and at
+        which position), or be refused, and what it would hold. Creates nothing."""
+        serializer = ServiceSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return Response(service_check(owner=request.user, **serializer.validated_data))
 
     @extend_schema(request=ServiceUpdateSerializer, responses=ServiceSerializer)
     def partial_update(self, request, pk=None):

@@ -11,6 +11,7 @@ from console.validators import (
     IMAGE_REF,
     LABEL_VALUE,
     QUALIFIED_NAME,
+    toleration_problems,
     validate_dns_label,
     validate_label_value,
     validate_quantity,
@@ -26,7 +27,6 @@ MAX_ENV_VARS = 64
 # Set by the console in every pod; a user value would be silently overridden.
 RESERVED_ENV = {"HF_HUB_OFFLINE"}
 NODE_OPERATORS = {"In", "NotIn", "Exists", "DoesNotExist"}
-TAINT_EFFECTS = {"", "NoSchedule", "PreferNoSchedule", "NoExecute"}
 
 
 class InferenceService(models.Model):
@@ -59,6 +59,26 @@ class InferenceService(models.Model):
         on_delete=models.PROTECT,
         related_name="services",
         help_text="The queue whose quota the service uses.",
+    )
+    team = models.ForeignKey(
+        "queues.Team",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="services",
+        help_text="The team whose limits the service counts against.",
+    )
+    priority_class = models.ForeignKey(
+        "queues.PriorityClass",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="services",
+        help_text="Higher priority goes first in the queue.",
+    )
+    # Set by admission: the flavor whose quota the service holds (null while Queued).
+    flavor = models.ForeignKey(
+        "queues.ResourceFlavor", on_delete=models.PROTECT, null=True, blank=True, related_name="services"
     )
     runtime = models.CharField(max_length=16, choices=Runtime.choices, default=Runtime.VLLM)
     image = models.CharField(
@@ -109,6 +129,10 @@ class InferenceService(models.Model):
         validators=[validate_label_value],
         help_text="nvidia.com/gpu.product of the nodes to use, e.g. NVIDIA-A100-SXM4-80GB; empty for any.",
     )
+    # cpu and memory as numbers, written by the actions with the strings, so that queue usage is
+    # one SQL aggregate rather than parsing every row.
+    cpu_milli = models.PositiveBigIntegerField(default=0, editable=False)
+    memory_bytes = models.PositiveBigIntegerField(default=0, editable=False)
     shm_size = models.CharField(
         "Shared memory (/dev/shm)",
         max_length=16,
@@ -182,7 +206,7 @@ class InferenceService(models.Model):
         if self.affinity_mode == self.Affinity.CUSTOM:
             for message in _node_rule_problems(self.node_rules):
                 add("node_rules", message)
-            for message in _toleration_problems(self.tolerations):
+            for message in toleration_problems(self.tolerations):
                 add("tolerations", message)
         elif self.node_rules or self.tolerations:
             add("affinity_mode", "Node rules and tolerations need the custom affinity mode.")
@@ -265,31 +289,6 @@ def _node_rule_problems(rules: object) -> list[str]:
             isinstance(v, str) and LABEL_VALUE.match(v) for v in values
         ):
             problems.append(f"Values of the rule on {key} must be valid label values.")
-    return problems
-
-
-def _toleration_problems(tolerations: object) -> list[str]:
-    if not isinstance(tolerations, list):
-        return ["Give a list of {key, operator, value, effect} tolerations."]
-    problems = []
-    for t in tolerations:
-        if not isinstance(t, dict) or not set(t) <= {"key", "operator", "value", "effect"}:
-            problems.append("Each toleration has key, operator, value and effect.")
-            continue
-        key, op = t.get("key", ""), t.get("operator", "Equal")
-        if not isinstance(key, str) or (key and not QUALIFIED_NAME.match(key)):
-            problems.append(f"{key!r} is not a valid taint key.")
-        if op not in {"Equal", "Exists"}:
-            problems.append(f"Toleration operator {op!r} must be Equal or Exists.")
-        if op == "Exists" and t.get("value"):
-            problems.append(f"Toleration on {key} with Exists takes no value.")
-        if op == "Equal" and not key:
-            problems.append("A toleration with Equal needs a key.")
-        value = t.get("value", "")
-        if not isinstance(value, str) or not LABEL_VALUE.match(value):
-            problems.append(f"Toleration value {value!r} is not a valid label value.")
-        if t.get("effect", "") not in TAINT_EFFECTS:
-            problems.append(f"Effect {t.get('effect')!r} must be NoSchedule, PreferNoSchedule or NoExecute.")
     return problems
 
 

@@ -33,8 +33,10 @@ CHOICES = [
 TERMINAL = {RUNNING, FAILED, STOPPED, DELETED}
 # Objects were applied: the phase now follows what the cluster reports.
 OBSERVED = {DEPLOYING, STARTING, RUNNING, DEGRADED, FAILED, STOPPED}
-# Services holding (or about to hold) queue quota.
+# Live services: not stopped or on their way out.
 ACTIVE = {PENDING, QUEUED, PREWARMING, DEPLOYING, STARTING, RUNNING, DEGRADED, FAILED}
+# Admitted services: they hold queue quota (a Queued one waits for it; Deleting releases it at once).
+HOLDING = ACTIVE - {QUEUED}
 # Failures the console decided (not the cluster): an observation does not undo them.
 STICKY_FAILURE_REASONS = {"InvalidSpec", "ApplyFailed", "StartTimeout", "PrewarmFailed"}
 

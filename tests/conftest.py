@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 
 from auth.actions import api_token_create
 from datasets.models import Dataset
-from queues.models import Queue
+from queues.actions import queue_create
 from tests.stack import _require_real_parts, celery_worker, fast_cluster, watcher  # noqa: F401 (fixtures)
 
 
@@ -22,7 +22,8 @@ def admin_user(db):
 
 @pytest.fixture
 def queue(db):
-    return Queue.objects.create(name="gpu-a100", gpu_quota=8, cpu_quota=64, memory_quota_gib=512)
+    """A simple queue: 8 GPUs, 64 cores and 512 GiB on the default flavor (every node)."""
+    return queue_create(name="gpu-a100", gpu_quota=8, cpu_quota=64, memory_quota_gib=512)
 
 
 @pytest.fixture

@@ -97,18 +97,21 @@ def test_create_reaches_running_and_delete_removes_everything(
     assert not kubernetes_backend.observe(service.namespace, "chat").anything_left
 
 
-def test_sixteen_gpus_fail_unschedulable(kubernetes_backend, user, queue, prewarmed_dataset):
-    queue.gpu_quota = 64
-    queue.save()
-    service = service_create(
-        owner=user,
-        name="huge",
-        queue=queue,
-        dataset=prewarmed_dataset,
-        model_path="m",
-        runtime="triton",
-        gpu_count=16,
-    )
+def test_no_free_gpus_fails_unschedulable(kubernetes_backend, user, queue, prewarmed_dataset):
+    """Within quota but the H100 node is taken: kube-scheduler's verdict becomes the reason. (A
+    service bigger than any node is refused at submit by the admission check.)"""
+    queue.quotas.update(gpus=64)
+    common = {
+        "owner": user,
+        "queue": queue,
+        "dataset": prewarmed_dataset,
+        "model_path": "m",
+        "runtime": "triton",
+    }
+    first = service_create(name="first", gpu_count=8, gpu_type="NVIDIA-H100", **common)
+    reconcile_service(first.id)
+    observe_until(first.id, lambda s: s.phase == phases.RUNNING)
+    service = service_create(name="huge", gpu_count=8, gpu_type="NVIDIA-H100", **common)
     reconcile_service(service.id)
     service = observe_until(service.id, lambda s: s.phase == phases.FAILED)
     assert service.reason == "Unschedulable"

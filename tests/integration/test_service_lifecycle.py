@@ -37,10 +37,14 @@ def test_create_runs_and_delete_removes(api, service_payload, celery_worker, wat
     assert not observation.anything_left
 
 
-def test_too_many_gpus_fails_unschedulable(api, service_payload, queue, celery_worker, watcher):
-    queue.gpu_quota = 64
-    queue.save()
-    response = api.post("/api/v1/services/", {**service_payload, "gpu_count": 16}, format="json")
+def test_no_free_gpus_fails_unschedulable(api, service_payload, queue, celery_worker, watcher):
+    """Within quota but the H100 node is full: the cluster's scheduler says so. (A service bigger
+    than any node is refused at submit: tests/web/test_queues.py.)"""
+    queue.quotas.update(gpus=64)
+    h100 = {**service_payload, "gpu_count": 8, "gpu_type": "NVIDIA-H100"}
+    first = api.post("/api/v1/services/", {**h100, "name": "first"}, format="json").json()["id"]
+    wait_for(lambda: phase_of(first) == phases.RUNNING, what="the first to run")
+    response = api.post("/api/v1/services/", {**h100, "name": "second"}, format="json")
     assert response.status_code == 201, response.content
     service_id = response.json()["id"]
     wait_for(lambda: phase_of(service_id) == phases.FAILED, what="phase Failed")

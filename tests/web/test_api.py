@@ -36,8 +36,7 @@ def test_triton_access_has_grpc(api, service_payload):
 
 
 def test_list_filters_and_pagination(api, service_payload, queue):
-    queue.gpu_quota = 100
-    queue.save()
+    queue.quotas.update(gpus=100)
     for i in range(5):
         create(api, service_payload, name=f"svc-{i}", runtime="triton" if i % 2 else "vllm", engine_args="")
     InferenceService.objects.filter(name="svc-0").update(phase=phases.RUNNING)
@@ -64,7 +63,7 @@ def test_patch_replicas_checks_quota_and_records_event(
     assert len(callbacks) == 1  # a new desired spec goes through reconcile
     too_many = api.patch(f"/api/v1/services/{body['id']}/", {"replicas": 9}, format="json")
     assert too_many.status_code == 400
-    assert "GPUs in use" in too_many.json()["queue"][0]
+    assert "queue gpu-a100 has at most 8" in too_many.json()["replicas"][0]
     assert InferenceService.objects.get(id=body["id"]).replicas == 3
     assert api.patch(f"/api/v1/services/{body['id']}/", {"replicas": -1}, format="json").status_code == 400
 

@@ -41,7 +41,8 @@ BAD_SPECS = [
         "affinity_mode",
         "custom",
     ),
-    ("over-queue-quota", "gpu_count", 9, "queue", "0 of 8 GPUs in use"),
+    ("bigger-than-any-node", "gpu_count", 9, "gpu_count", "no node in flavor default has 9 nvidia.com/gpu"),
+    ("over-queue-quota", "replicas", 9, "queue", "needs 9 nvidia.com/gpu; queue gpu-a100 has at most 8"),
 ]
 
 

@@ -2,13 +2,29 @@
 layout is a 400 on model_path, a model that cannot fit is a 400 on gpu_count unless an admin
 overrides it. Through the REST API, against a LOCAL dataset of generated model trees."""
 
+import json
+
 import pytest
 
 from datasets.models import Dataset
+from deploy import clusters
 from services.models import InferenceService
 from tests.datasets.modeltrees import write_chatglm2_6b, write_triton_repository
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def t4_nodes(settings, tmp_path):
+    """A simulated cluster of 16 GiB Tesla T4s, small enough for the 6B model not to fit on one."""
+    nodes = tmp_path / "nodes.json"
+    labels = {"nvidia.com/gpu.product": "Tesla-T4", "nvidia.com/gpu.count": "4"}
+    capacity = {"cpu": "64", "memory": "256Gi", "pods": "110", "nvidia.com/gpu": "4"}
+    nodes.write_text(json.dumps({"nodes": [{"name": "t4-node", "labels": labels, "capacity": capacity}]}))
+    settings.SIMULATED_CLUSTER_NODES = str(nodes)
+    clusters._cluster_for.cache_clear()
+    yield
+    clusters._cluster_for.cache_clear()
 
 
 @pytest.fixture
