@@ -11,15 +11,35 @@ from datasets.models import Dataset, DatasetEvent
 
 DATASET_FIELDS = (
     "name", "description", "kind", "nfs_server", "nfs_path", "s3_endpoint", "s3_bucket", "s3_prefix",
-    "s3_region", "s3_path_style", "local_path", "pvc_name", "cache_size", "storage_class",
+    "s3_region", "s3_path_style", "hub_repo", "hub_revision", "hub_endpoint", "local_path", "pvc_name",
+    "cache_size", "storage_class",
 )  # fmt: skip
 # Write-only inputs, stored encrypted and never shown back.
-CREDENTIAL_FIELDS = ("s3_access_key", "s3_secret_key")
+S3_CREDENTIAL_FIELDS = ("s3_access_key", "s3_secret_key")
+CREDENTIAL_FIELDS = (*S3_CREDENTIAL_FIELDS, "hub_token")
 # Changing any of these changes which files the dataset holds: prewarm again.
 SOURCE_FIELDS = {
     "kind", "nfs_server", "nfs_path", "s3_endpoint", "s3_bucket", "s3_prefix", "s3_region", "s3_path_style",
-    "local_path", "pvc_name",
+    "hub_repo", "hub_revision", "hub_endpoint", "local_path", "pvc_name",
 }  # fmt: skip
+# A failed check of the source, by its reason, is reported next to the field to fix.
+S3_ERROR_FIELDS = {
+    "AccessDenied": "s3_secret_key",
+    "InvalidAccessKeyId": "s3_access_key",
+    "SignatureDoesNotMatch": "s3_secret_key",
+    "NoSuchBucket": "s3_bucket",
+    "EmptySource": "s3_prefix",
+    "EmptyPrefix": "s3_prefix",
+    "Unreachable": "s3_endpoint",
+    "SourceUnreachable": "s3_endpoint",
+}
+HUB_ERROR_FIELDS = {
+    "AccessDenied": "hub_token",
+    "NoSuchRepo": "hub_repo",
+    "EmptyRepo": "hub_repo",
+    "NoSuchRevision": "hub_revision",
+    "Unreachable": "hub_endpoint",
+}
 
 
 def _check_unknown(fields: dict[str, Any]) -> None:
@@ -33,14 +53,19 @@ def _split_credentials(fields: dict[str, Any]) -> dict[str, str]:
 
 
 def _check_storage(dataset: Dataset) -> None:
-    """S3: list the prefix with the given credentials, so a typo is an error next to the field now,
-    not a failed prewarm later. Runs outside any transaction (it is a network call)."""
-    if dataset.kind != Dataset.Kind.S3:
+    """S3: list the prefix with the given credentials; the hub: resolve the revision with the token
+    and list the repo. So a typo is an error next to the field now, not a failed prewarm later.
+    Runs outside any transaction (it is a network call)."""
+    if dataset.kind == Dataset.Kind.S3:
+        given = set(dataset.credentials()) & set(S3_CREDENTIAL_FIELDS)
+        if len(given) == 1:  # boto3 refuses half a key pair; say which half is missing
+            missing = (set(S3_CREDENTIAL_FIELDS) - given).pop()
+            raise ValidationError({missing: "Give both the access key and the secret key, or neither."})
+        fields, default = S3_ERROR_FIELDS, "s3_bucket"
+    elif dataset.kind == Dataset.Kind.HUB:
+        fields, default = HUB_ERROR_FIELDS, "hub_repo"
+    else:
         return
-    given = set(dataset.credentials())
-    if len(given) == 1:  # boto3 refuses half a key pair; say which half is missing
-        missing = (set(CREDENTIAL_FIELDS) - given).pop()
-        raise ValidationError({missing: "Give both the access key and the secret key, or neither."})
     from datasets.sources import storage_for
     from datasets.storage import StorageError
 
@@ -50,17 +75,7 @@ def _check_storage(dataset: Dataset) -> None:
     try:
         storage.check()
     except StorageError as exc:
-        field = {
-            "AccessDenied": "s3_secret_key",
-            "InvalidAccessKeyId": "s3_access_key",
-            "SignatureDoesNotMatch": "s3_secret_key",
-            "NoSuchBucket": "s3_bucket",
-            "EmptySource": "s3_prefix",
-            "EmptyPrefix": "s3_prefix",
-            "Unreachable": "s3_endpoint",
-            "SourceUnreachable": "s3_endpoint",
-        }.get(exc.reason, "s3_bucket")
-        raise ValidationError({field: str(exc)}) from None
+        raise ValidationError({fields.get(exc.reason, default): str(exc)}) from None
 
 
 def dataset_create(*, owner: AbstractBaseUser, **fields: Any) -> Dataset:

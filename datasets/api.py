@@ -21,6 +21,7 @@ class DatasetSerializer(ModelValidatedSerializer):
     # Write-only: stored encrypted, never returned.
     s3_access_key = serializers.CharField(write_only=True, required=False, allow_blank=True)
     s3_secret_key = serializers.CharField(write_only=True, required=False, allow_blank=True)
+    hub_token = serializers.CharField(write_only=True, required=False, allow_blank=True)
     has_credentials = serializers.BooleanField(read_only=True)
 
     class Meta:
@@ -51,8 +52,8 @@ class DatasetViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Datasets hold model files (NFS, S3, a node path or a PVC); NFS and S3 are prewarmed into
-    the cluster on create and on demand."""
+    """Datasets hold model files (NFS, S3, a Hugging Face Hub repo, a node path or a PVC); NFS, S3
+    and hub repos are prewarmed into the cluster on create and on demand."""
 
     serializer_class = DatasetSerializer
     queryset = Dataset.objects.select_related("owner").order_by("name")

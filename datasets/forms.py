@@ -1,5 +1,6 @@
 from django import forms
 
+from console.crypto import CredentialsUnreadable
 from datasets.actions import DATASET_FIELDS
 from datasets.models import Dataset
 
@@ -22,6 +23,20 @@ class DatasetForm(forms.ModelForm):
         help_text="Stored encrypted; handed to the cluster only as a Secret. Checked by listing the prefix.",
     )
 
+    hub_endpoint = forms.URLField(
+        label="Hub endpoint",
+        required=False,
+        assume_scheme="https",
+        help_text="Empty for https://huggingface.co; a mirror, e.g. https://hf-mirror.com.",
+    )
+    hub_token = forms.CharField(
+        label="Hugging Face token",
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="For private or gated repos. Stored encrypted; handed to the cluster only as a Secret. "
+        "Checked by resolving the revision.",
+    )
+
     class Meta:
         model = Dataset
         fields = DATASET_FIELDS
@@ -31,6 +46,9 @@ class DatasetForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.fields["name"].disabled = True  # it names the cache PVC
-            if self.instance.has_credentials:
-                for name in ("s3_access_key", "s3_secret_key"):
-                    self.fields[name].widget.attrs["placeholder"] = "(stored; leave empty to keep)"
+            try:
+                stored = set(self.instance.credentials())
+            except CredentialsUnreadable:  # a rotated key: they must be entered again
+                stored = set()
+            for name in stored & set(self.fields):
+                self.fields[name].widget.attrs["placeholder"] = "(stored; leave empty to keep)"

@@ -7,11 +7,20 @@ from django.db import models
 
 from console.crypto import decrypt_json, encrypt_json
 from console.validators import validate_dns_label, validate_quantity
+from datasets.copier.hub import valid_repo_id
 from deploy.spec import ModelVolume
 
 HOST_NAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
+
+
+# A git ref name as the hub takes it (branch, tag, refs/pr/N or a commit id); no "..", no leading "-" or "/".
+REVISION = re.compile(r"^(?!.*\.\.)(?![-/])[A-Za-z0-9._/-]{1,255}(?<![/.])$")
+
+
+def _is_revision(value: str) -> bool:
+    return bool(REVISION.match(value))
 
 
 def _is_host(value: str) -> bool:
@@ -30,6 +39,7 @@ class Dataset(models.Model):
         S3 = "s3", "S3"
         LOCAL = "local", "Local path on the node"
         PVC = "pvc", "Existing PVC"
+        HUB = "hf", "Hugging Face Hub"
 
     class Phase(models.TextChoices):
         PENDING = "Pending"
@@ -51,7 +61,18 @@ class Dataset(models.Model):
     s3_path_style = models.BooleanField(
         "S3 path-style addressing", default=False, help_text="Needed by most non-AWS servers (MinIO, Ceph)."
     )
-    # Access key and secret, encrypted (console.crypto); never shown back, only replaced.
+    hub_repo = models.CharField(
+        "Hugging Face repo", max_length=200, blank=True, help_text="owner/name, e.g. THUDM/chatglm2-6b."
+    )
+    hub_revision = models.CharField(
+        "revision", max_length=255, blank=True, default="main", help_text="Branch, tag or commit id."
+    )
+    hub_endpoint = models.URLField(
+        "hub endpoint",
+        blank=True,
+        help_text="Empty for https://huggingface.co; a mirror, e.g. https://hf-mirror.com.",
+    )
+    # Access key and secret (and the hub token), encrypted (console.crypto); never shown back, only replaced.
     credentials_encrypted = models.TextField(blank=True, editable=False)
     local_path = models.CharField(max_length=1024, blank=True, help_text="Absolute path on the GPU nodes.")
     pvc_name = models.CharField(max_length=253, blank=True, validators=[validate_dns_label])
@@ -83,6 +104,7 @@ class Dataset(models.Model):
         Kind.S3: ("s3_bucket",),
         Kind.LOCAL: ("local_path",),
         Kind.PVC: ("pvc_name",),
+        Kind.HUB: ("hub_repo",),
     }
 
     def clean(self) -> None:
@@ -93,6 +115,13 @@ class Dataset(models.Model):
                 errors[field] = f"A {self.get_kind_display()} dataset needs its {label}."
         if self.nfs_server and not _is_host(self.nfs_server):
             errors["nfs_server"] = "Give a host name or an IP address, e.g. nfs.example.com or 10.0.0.5."
+        if self.kind == self.Kind.HUB:
+            self.hub_revision = self.hub_revision.strip() or "main"
+            self.hub_endpoint = self.hub_endpoint.rstrip("/")
+        if self.hub_repo and not valid_repo_id(self.hub_repo):
+            errors["hub_repo"] = "Give the repository as owner/name, e.g. THUDM/chatglm2-6b."
+        if self.hub_revision and not _is_revision(self.hub_revision):
+            errors["hub_revision"] = "Give a branch, a tag or a commit id, e.g. main or v1.0."
         for field in ("nfs_path", "local_path"):
             value = getattr(self, field)
             if value and (not value.startswith("/") or ".." in value.split("/")):
@@ -102,8 +131,9 @@ class Dataset(models.Model):
 
     @property
     def prewarmed(self) -> bool:
-        """NFS and S3 files are copied into a cluster-local PVC; PVCs and node paths are used in place."""
-        return self.kind in {self.Kind.NFS, self.Kind.S3}
+        """NFS, S3 and hub files are copied into a cluster-local PVC; PVCs and node paths are used
+        in place."""
+        return self.kind in {self.Kind.NFS, self.Kind.S3, self.Kind.HUB}
 
     @property
     def cache_claim_name(self) -> str:
@@ -131,6 +161,9 @@ class Dataset(models.Model):
             return f"s3://{self.s3_bucket}/{self.s3_prefix}".rstrip("/")
         if self.kind == self.Kind.LOCAL:
             return self.local_path
+        if self.kind == self.Kind.HUB:
+            where = f"hf://{self.hub_repo}@{self.hub_revision or 'main'}"
+            return f"{where} via {self.hub_endpoint}" if self.hub_endpoint else where
         return f"pvc/{self.pvc_name}"
 
     def model_volume(self) -> ModelVolume:

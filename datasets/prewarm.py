@@ -52,6 +52,14 @@ def prewarm_spec(dataset: Dataset, *, job_name: str) -> PrewarmSpec:
             s3_region=dataset.s3_region,
             s3_path_style=dataset.s3_path_style,
         )
+    if dataset.kind == Dataset.Kind.HUB:
+        return PrewarmSpec(
+            **common,
+            source="hf",
+            hub_repo=dataset.hub_repo,
+            hub_revision=dataset.hub_revision or "main",
+            hub_endpoint=dataset.hub_endpoint,
+        )
     return PrewarmSpec(**common, source="nfs", nfs_server=dataset.nfs_server, nfs_path=dataset.nfs_path)
 
 

@@ -11,7 +11,8 @@ from datasets.storage import LocalStorage, ManifestStorage, S3Storage, Storage
 def storage_for(dataset: Dataset) -> Storage | None:
     """S3 is read directly (ranged reads, no download). Node paths and NFS exports are read where
     the console can see them (on the simulated cluster they are folders of this machine);
-    otherwise browsing uses the file list the last prewarm reported. None: nothing is known yet."""
+    otherwise browsing uses the file list the last prewarm reported. None: nothing is known yet.
+    Hugging Face repos are read from the hub (tree API, ranged reads), like S3."""
     if dataset.kind == Dataset.Kind.S3:
         credentials = dataset.credentials()
         return S3Storage(
@@ -22,6 +23,15 @@ def storage_for(dataset: Dataset) -> Storage | None:
             access_key=credentials.get("s3_access_key") or None,
             secret_key=credentials.get("s3_secret_key") or None,
             path_style=dataset.s3_path_style,
+        )
+    if dataset.kind == Dataset.Kind.HUB:
+        from datasets.hubstorage import HubStorage  # imports huggingface_hub: only when needed
+
+        return HubStorage(
+            repo_id=dataset.hub_repo,
+            revision=dataset.hub_revision or "main",
+            endpoint=dataset.hub_endpoint or None,
+            token=dataset.credentials().get("hub_token") or None,
         )
     local = _local_folder(dataset)
     if local is not None:

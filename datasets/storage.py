@@ -8,6 +8,7 @@ interface covers the three places a dataset can be read from:
 - `LocalStorage`: a folder the console can see (a PVC or node path, NFS when mounted).
 - `ManifestStorage`: NFS/PVC datasets the console cannot mount, browsed from the file list the
   last prewarm job reported; their contents cannot be read.
+- `HubStorage` (datasets/hubstorage.py): a Hugging Face Hub repo, through huggingface_hub.
 
 Paths are relative to the dataset root, "/"-separated, "" being the root. No Django here.
 """

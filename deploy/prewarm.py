@@ -1,5 +1,6 @@
 """Render the prewarm of a dataset: a PVC for the cluster-local copy, a Secret with the source
-credentials, and a CPU-only Job that runs the copier (`python -m datasets.copier`).
+credentials (S3 keys, or a Hugging Face token), and a CPU-only Job that runs the copier
+(`python -m datasets.copier`).
 
 Pure like deploy.render: no settings, no database, no I/O. The Job never requests a GPU and
 prefers nodes without one, so prewarming never holds the hardware services wait for.
@@ -30,11 +31,14 @@ class PrewarmSpec:
     claim_name: str  # the cluster-local copy, mounted read-only by services
     cache_size: str
     image: str  # the console image, which carries the copier
-    source: Literal["s3", "nfs"]
+    source: Literal["s3", "nfs", "hf"]
     s3_url: str = ""  # s3://bucket/prefix
     s3_endpoint: str = ""
     s3_region: str = ""
     s3_path_style: bool = False
+    hub_repo: str = ""  # owner/name
+    hub_revision: str = "main"
+    hub_endpoint: str = ""  # empty: https://huggingface.co
     nfs_server: str = ""
     nfs_path: str = ""
     storage_class: str = ""
@@ -50,12 +54,14 @@ class PrewarmSpec:
 
 
 def render_prewarm(spec: PrewarmSpec, *, credentials: dict[str, str] | None = None) -> list[Obj]:
-    """[Secret], PVC, Job in apply order. `credentials`: S3 access key and secret, if any."""
+    """[Secret], PVC, Job in apply order. `credentials`: the dataset's S3 access key and secret,
+    or its hub token, if any; only those its source uses go into the Secret."""
     objects: list[Obj] = []
-    if credentials:
-        objects.append(_secret(spec, credentials))
+    values = _secret_values(spec, credentials or {})
+    if values:
+        objects.append(_secret(spec, values))
     objects.append(_claim(spec))
-    objects.append(_job(spec, with_credentials=bool(credentials)))
+    objects.append(_job(spec, with_credentials=bool(values)))
     return objects
 
 
@@ -78,17 +84,27 @@ def _metadata(spec: PrewarmSpec, name: str) -> Obj:
     return {"name": name, "namespace": spec.namespace, "labels": _labels(spec)}
 
 
-def _secret(spec: PrewarmSpec, credentials: dict[str, str]) -> Obj:
-    data = {
-        "AWS_ACCESS_KEY_ID": credentials.get("s3_access_key", ""),
-        "AWS_SECRET_ACCESS_KEY": credentials.get("s3_secret_key", ""),
-    }
+def _secret_values(spec: PrewarmSpec, credentials: dict[str, str]) -> dict[str, str]:
+    """The environment the copier reads its credentials from."""
+    if spec.source == "hf":
+        data = {"HF_TOKEN": credentials.get("hub_token", "")}
+    elif credentials:
+        data = {
+            "AWS_ACCESS_KEY_ID": credentials.get("s3_access_key", ""),
+            "AWS_SECRET_ACCESS_KEY": credentials.get("s3_secret_key", ""),
+        }
+    else:
+        data = {}
+    return {k: v for k, v in data.items() if v}
+
+
+def _secret(spec: PrewarmSpec, values: dict[str, str]) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": _metadata(spec, spec.secret_name),
         "type": "Opaque",
-        "stringData": {k: v for k, v in data.items() if v},
+        "stringData": values,
     }
 
 
@@ -108,8 +124,12 @@ def _claim(spec: PrewarmSpec) -> Obj:
 
 
 def _copier_args(spec: PrewarmSpec) -> list[str]:
-    source = spec.s3_url if spec.source == "s3" else SOURCE_MOUNT
+    source = {"s3": spec.s3_url, "hf": f"hf://{spec.hub_repo}@{spec.hub_revision or 'main'}"}.get(
+        spec.source, SOURCE_MOUNT
+    )
     args = [f"--source={source}", f"--dest={CACHE_MOUNT}", f"--workers={spec.workers}"]
+    if spec.source == "hf" and spec.hub_endpoint:
+        args.append(f"--endpoint-url={spec.hub_endpoint}")
     if spec.source == "s3":
         if spec.s3_endpoint:
             args.append(f"--endpoint-url={spec.s3_endpoint}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import os
 import shutil
 import signal
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from datasets.copier import local, s3
+from datasets.copier import hub, local, s3
 from datasets.copier.errors import CopierError
 from datasets.copier.finish import Finisher
 from datasets.copier.plan import Destination, Manifest, Plan, make_plan
@@ -37,14 +38,18 @@ class _Parser(argparse.ArgumentParser):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = _Parser(
         prog="python -m datasets.copier",
-        description="Copy a dataset (S3 prefix or local folder) into a cache folder, resumably, "
-        "printing JSON progress lines. S3 credentials come from AWS_ACCESS_KEY_ID and "
-        "AWS_SECRET_ACCESS_KEY.",
+        description="Copy a dataset (S3 prefix, Hugging Face repo or local folder) into a cache "
+        "folder, resumably, printing JSON progress lines. S3 credentials come from "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a Hugging Face token from HF_TOKEN.",
     )
-    parser.add_argument("--source", required=True, help="s3://bucket/prefix, or a local folder (NFS, PVC)")
+    parser.add_argument(
+        "--source", required=True, help="s3://bucket/prefix, hf://owner/name@revision, or a local folder"
+    )
     parser.add_argument("--dest", required=True, help="the cache folder")
     parser.add_argument("--workers", type=int, default=16, help="files copied at once (default 16)")
-    parser.add_argument("--endpoint-url", default=None, help="S3 endpoint, for servers other than AWS")
+    parser.add_argument(
+        "--endpoint-url", default=None, help="S3 endpoint (other than AWS), or a Hugging Face mirror"
+    )
     parser.add_argument("--region", default=None, help="S3 region")
     parser.add_argument(
         "--path-style", action="store_true", help="S3 path-style addressing (bucket in the path)"
@@ -65,8 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run(args: argparse.Namespace, emitter: Emitter) -> None:
     started = time.monotonic()
     dest = Destination(Path(args.dest))
-    s3_source = None
-    if args.source.startswith("s3://"):
+    s3_source = hub_source = None
+    if args.source.startswith("hf://"):
+        hub_source = hub.HubSource.parse(
+            args.source, endpoint_url=args.endpoint_url, token=os.environ.get("HF_TOKEN")
+        )
+        label = hub_source.label
+    elif args.source.startswith("s3://"):
         s3_source = s3.S3Source.parse(
             args.source, endpoint_url=args.endpoint_url, region=args.region, path_style=args.path_style
         )
@@ -87,7 +97,9 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
             early.send([s3.everything_command(s3_source, dest.partial_root)])
         progress = finisher = None
         try:
-            if s3_source is not None:
+            if hub_source is not None:
+                commit, listed, others = hub.list_files(hub_source)
+            elif s3_source is not None:
                 listed, others = s3.list_files(s3_source)
             else:
                 listed, others = local.list_files(local_root, dest.root)
@@ -112,6 +124,7 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
             expected_md5 = None
             if args.verify_md5:
                 expected_md5 = s3.expected_md5 if s3_source is not None else local.expected_md5
+                expected_md5 = hub.expected_md5 if hub_source is not None else expected_md5
             finisher = Finisher(
                 dest, manifest, progress, expected_md5=expected_md5, workers=min(args.workers, 8)
             )
@@ -129,6 +142,8 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
                     lock_fd=lock_fd,
                     running=early,
                 )
+            elif plan.to_copy and hub_source is not None:
+                hub.copy(hub_source, commit, plan.to_copy, dest, finisher, progress, workers=args.workers)
             elif plan.to_copy:
                 local.copy(plan.to_copy, dest, finisher, progress, workers=args.workers)
             copy_seconds = time.monotonic() - copy_started

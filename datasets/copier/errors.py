@@ -6,8 +6,8 @@ from __future__ import annotations
 class CopierError(Exception):
     """Ends the run with `{"event": "error", "reason": ..., "message": ...}` and exit code 2.
 
-    Reasons: AccessDenied, NoSuchBucket, EmptySource, SourceUnreachable, NoSpace, CopyFailed,
-    DestinationUnwritable, Busy, Interrupted, BadArguments.
+    Reasons: AccessDenied, NoSuchBucket, NoSuchRepo, NoSuchRevision, EmptySource, SourceUnreachable,
+    NoSpace, CopyFailed, DestinationUnwritable, Busy, Interrupted, BadArguments.
     """
 
     def __init__(self, reason: str, message: str) -> None:

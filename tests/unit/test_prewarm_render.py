@@ -33,10 +33,25 @@ NFS = PrewarmSpec(
     nfs_path="/exports/models",
 )
 CREDS = {"s3_access_key": "AKIAEXAMPLE", "s3_secret_key": "very-secret-value"}
+HUB = PrewarmSpec(
+    dataset="hub-models",
+    namespace="inference",
+    job_name="prewarm-hub-models-3",
+    claim_name="dataset-hub-models",
+    cache_size="50Gi",
+    image="inference-console:1.0",
+    source="hf",
+    hub_repo="THUDM/chatglm2-6b",
+    hub_revision="v1.0",
+    hub_endpoint="https://hf-mirror.com",
+)
+HUB_CREDS = {"hub_token": "hf_very_secret_token"}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize(("spec", "credentials"), [(S3, CREDS), (S3, None), (NFS, None)])
+@pytest.mark.parametrize(
+    ("spec", "credentials"), [(S3, CREDS), (S3, None), (NFS, None), (HUB, HUB_CREDS), (HUB, None)]
+)
 def test_prewarm_objects_pass_strict_schemas(spec, credentials, version):
     for obj in render_prewarm(spec, credentials=credentials):
         validate(obj, version)
@@ -83,3 +98,27 @@ def test_redacted_copy_hides_secret_values_and_leaves_the_original():
     assert "very-secret-value" not in json.dumps(shown)
     assert "AKIAEXAMPLE" not in json.dumps(shown)
     assert objects[0]["stringData"]["AWS_SECRET_ACCESS_KEY"] == "very-secret-value"
+
+
+def test_hub_job_gets_the_token_from_the_secret_only():
+    secret, _claim, job = render_prewarm(HUB, credentials={**HUB_CREDS, **CREDS})
+    assert secret["stringData"] == {"HF_TOKEN": "hf_very_secret_token"}  # no stale S3 keys
+    pod = job["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "dataset-hub-models-credentials"}}]
+    assert "hf_very_secret_token" not in json.dumps(job)
+    assert container["args"] == [
+        "--source=hf://THUDM/chatglm2-6b@v1.0",
+        "--dest=/cache",
+        "--workers=16",
+        "--endpoint-url=https://hf-mirror.com",
+    ]
+    assert [v["name"] for v in pod["volumes"]] == ["cache"]  # nothing mounted from the source
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
+    assert "hf_very_secret_token" not in json.dumps(redact_secrets([secret]))
+
+
+def test_public_hub_repo_needs_no_secret():
+    claim, job = render_prewarm(HUB, credentials={})
+    assert "envFrom" not in job["spec"]["template"]["spec"]["containers"][0]
+    assert claim["kind"] == "PersistentVolumeClaim"
