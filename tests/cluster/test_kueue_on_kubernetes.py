@@ -1,0 +1,402 @@
+"""Kueue objects (deploy/kueue.py) on the real kube-apiserver v1.20.2: the upstream CRDs installed,
+the rendered objects server-side applied through KubernetesCluster, read back, re-applied, edited.
+
+No Kueue controller or webhook runs here: this checks what the API server stores, not admission.
+1.20 predates part of what the CRDs use, so for_kubernetes_1_20 adapts them first (see there);
+the OpenAPI part of the schemas (types, patterns, enums, defaults) is enforced as upstream wrote
+it. Also unlike a current cluster, 1.20 does not label namespaces kubernetes.io/metadata.name
+(1.21+), which the ClusterQueue's namespaceSelector relies on.
+
+This module owns the Kueue CRDs on the shared harness: it installs them and deletes them (with
+every Kueue object) when it is done.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from deploy.clusters.base import LABEL_MANAGED_BY, MANAGED_BY, PermanentClusterError
+from deploy.clusters.kubernetes import KubernetesCluster
+from deploy.kueue import API_VERSION, LABEL_QUEUE, render_cluster_queue, render_kueue, render_queue
+from tests import stack
+from tests.unit.test_kueue_render import (
+    FIRST_RESOURCE,
+    FLAVORS,
+    GPU_QUEUE,
+    PRIORITY_CLASSES,
+    SHARED_QUEUE,
+    load_crds,
+    quota,
+)
+
+pytestmark = pytest.mark.cluster
+
+Obj = dict[str, Any]
+GROUP = API_VERSION.partition("/")[0]
+KINDS = ("ResourceFlavor", "WorkloadPriorityClass", "ClusterQueue", "LocalQueue")  # apply order
+# What the API server adds from the CRDs' defaults to what the console applies.
+SERVER_DEFAULTS: dict[str, Obj] = {
+    "ClusterQueue": {
+        "flavorFungibility": {"whenCanBorrow": "MayStopSearch", "whenCanPreempt": "TryNextFlavor"},
+        "stopPolicy": "None",
+    },
+    "LocalQueue": {"stopPolicy": "None"},
+}
+DEADLINE_SECONDS = 60
+# Installing or deleting the seven CRDs takes 10-20 s on a busy 2-core machine (the Workload
+# CRD alone is 1.4 MB of schema for 1.20 to rebuild its OpenAPI document from).
+CRD_DEADLINE_SECONDS = 120
+
+
+# --- the CRDs on 1.20 -----------------------------------------------------------------------
+
+
+def for_kubernetes_1_20(crd: Obj) -> Obj:
+    """A copy of an upstream Kueue CRD that a 1.20 API server takes by server-side apply.
+
+    - `x-kubernetes-validations` (CEL rules, 1.25+): removed. 1.20's apply refuses the unknown
+      field ("field not declared in schema"; a plain create would drop it silently), so the CEL
+      rules are not enforced here: deploy.kueue checks the ones its objects could break.
+    - `selectableFields` (1.30+, Workload v1beta2): removed, for the same reason.
+    - `default: ""` (67 in Workload's embedded PodTemplate): removed; 1.20 reads them as null and
+      refuses the CRD ("must be of type string").
+    - a list-map key left with neither a default nor `required` by that (Workload's
+      imagePullSecrets[].name) becomes required: 1.20 insists on one or the other.
+    """
+    adapted = copy.deepcopy(crd)
+    for version in adapted["spec"]["versions"]:
+        version.pop("selectableFields", None)
+        _adapt_schema(version["schema"]["openAPIV3Schema"])
+    return adapted
+
+
+def _adapt_schema(node: Any) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _adapt_schema(item)
+        return
+    if not isinstance(node, dict):
+        return
+    node.pop("x-kubernetes-validations", None)
+    if node.get("default") == "":
+        del node["default"]
+    for value in node.values():
+        _adapt_schema(value)
+    # After the children: their `default: ""` is gone by now.
+    items = node.get("items") or {}
+    for key in node.get("x-kubernetes-list-map-keys") or ():
+        if key not in items.get("required", []) and "default" not in items["properties"][key]:
+            items.setdefault("required", []).append(key)
+
+
+def _installed_crds(extensions: client.ApiextensionsV1Api) -> dict[str, Any]:
+    return {
+        crd.metadata.name: crd
+        for crd in extensions.list_custom_resource_definition().items
+        if crd.spec.group == GROUP
+    }
+
+
+def _established(crd: Any) -> bool:
+    return any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or []))
+
+
+def _not_served(cluster: KubernetesCluster) -> list[str]:
+    """The kinds discovery does not show yet (resource_for re-reads discovery on a miss)."""
+    missing = []
+    for kind in KINDS:
+        try:
+            cluster.resource_for(API_VERSION, kind)
+        except PermanentClusterError:
+            missing.append(kind)
+    return missing
+
+
+@pytest.fixture(scope="module")
+def kueue_crds(kube_api_client: client.ApiClient) -> Iterator[KubernetesCluster]:
+    """An adapter on a cluster with the Kueue CRDs; they (and all Kueue objects) go afterwards.
+
+    Its own KubernetesCluster: the session's adapter must not keep Kueue kinds in its discovery
+    cache once the CRDs are gone.
+    """
+    extensions = client.ApiextensionsV1Api(kube_api_client)
+    # An interrupted run may have left them terminating: a new apply would fail meanwhile.
+    stack.wait_until(
+        lambda: [
+            name for name, crd in _installed_crds(extensions).items() if crd.metadata.deletion_timestamp
+        ],
+        lambda terminating: not terminating,
+        timeout=CRD_DEADLINE_SECONDS,
+        what="Kueue CRDs from an earlier run to finish terminating",
+    )
+    crds = [for_kubernetes_1_20(crd) for crd in load_crds()]
+    names = sorted(crd["metadata"]["name"] for crd in crds)
+    cluster = KubernetesCluster(kube_api_client)
+    try:
+        for line in cluster.apply(crds):
+            assert line.startswith("CustomResourceDefinition ") and line.endswith(
+                (": created", ": unchanged", ": configured")
+            ), line
+        stack.wait_until(
+            lambda: sorted(name for name, crd in _installed_crds(extensions).items() if _established(crd)),
+            lambda established: established == names,
+            timeout=CRD_DEADLINE_SECONDS,
+            what="the Kueue CRDs to be Established",
+        )
+        stack.wait_until(
+            lambda: _not_served(cluster),
+            lambda missing: not missing,
+            timeout=DEADLINE_SECONDS,
+            what=f"discovery to serve {API_VERSION}",
+        )
+        yield cluster
+    finally:
+        for name in names:
+            try:
+                extensions.delete_custom_resource_definition(name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        stack.wait_until(
+            lambda: sorted(_installed_crds(extensions)),
+            lambda left: not left,
+            timeout=CRD_DEADLINE_SECONDS,
+            what="the Kueue CRDs to be deleted",
+        )
+
+
+@pytest.fixture
+def kueue(kueue_crds: KubernetesCluster) -> Iterator[KubernetesCluster]:
+    """The adapter with the CRDs installed. Cluster-scoped objects outlive a test's namespaces:
+    all of the console's Kueue objects are deleted afterwards (reverse apply order)."""
+    yield kueue_crds
+    for kind in reversed(KINDS):
+        resource = kueue_crds.resource_for(API_VERSION, kind)
+        for item in kueue_crds.list_objects(
+            resource, None, label_selector=f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        ):
+            try:
+                kueue_crds.dynamic.delete(
+                    resource, name=item["metadata"]["name"], namespace=item["metadata"].get("namespace")
+                )
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+
+@pytest.fixture
+def team_namespaces(kube_api_client: client.ApiClient) -> Iterator[tuple[str, str, str]]:
+    """Three fresh namespace names (apply creates them), deleted afterwards."""
+    names = (f"t-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}", f"t-{uuid.uuid4().hex[:8]}")
+    yield names
+    for name in names:
+        try:
+            client.CoreV1Api(kube_api_client).delete_namespace(name, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def label(obj: Obj) -> str:
+    """The adapter's name for an object in its apply lines."""
+    metadata = obj["metadata"]
+    where = f"{metadata['namespace']}/" if metadata.get("namespace") else ""
+    return f"{obj['kind']} {where}{metadata['name']}"
+
+
+def read(cluster: KubernetesCluster, obj: Obj) -> Obj:
+    live = cluster.get_or_none(
+        cluster.resource_for(obj["apiVersion"], obj["kind"]),
+        obj["metadata"]["name"],
+        obj["metadata"].get("namespace"),
+    )
+    assert live is not None, f"{label(obj)} is not on the cluster"
+    return live
+
+
+def content(obj: Obj) -> Obj:
+    """What the console sets: labels, and the spec (a priority class has value and description)."""
+    body = (
+        {key: obj.get(key) for key in ("value", "description")}
+        if obj["kind"] == "WorkloadPriorityClass"
+        else obj["spec"]
+    )
+    return {"labels": obj["metadata"].get("labels"), "body": body}
+
+
+def as_stored(obj: Obj) -> Obj:
+    """The content the API server should store for a rendered object: it plus the CRD defaults."""
+    expected = content(obj)
+    if obj["kind"] in SERVER_DEFAULTS:
+        expected["body"] = {**SERVER_DEFAULTS[obj["kind"]], **expected["body"]}
+    return expected
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+def test_adapting_removes_only_what_1_20_lacks() -> None:
+    def walk(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, value in items:
+            yield f"{path}/{key}", value
+            yield from walk(value, f"{path}/{key}")
+
+    removed = {"x-kubernetes-validations": 0, "selectableFields": 0, "default": 0}
+    for crd in load_crds():
+        before, after = dict(walk(crd)), dict(walk(for_kubernetes_1_20(crd)))
+        # Removed: whole subtrees under one of the three keys (and `default` only when "").
+        for path in set(before) - set(after):
+            leaves = [part for part in path.split("/") if part in removed]
+            assert leaves, path
+            if path.endswith(tuple(f"/{key}" for key in removed)):
+                removed[path.rsplit("/", 1)[1]] += 1
+                if path.endswith("/default"):
+                    assert before[path] == "", path
+        # Added or changed values: only the list-map key made required.
+        for path in set(after):
+            if path in before and (before[path] == after[path] or isinstance(after[path], dict | list)):
+                continue
+            assert "/imagePullSecrets/items/required" in path and after[path] in ("name", ["name"]), path
+    assert removed["selectableFields"] == 1  # Workload v1beta2
+    assert removed["default"] == 67  # Workload's PodTemplate
+    assert removed["x-kubernetes-validations"] > 0
+
+
+def test_crds_install_with_v1beta2_stored(
+    kueue: KubernetesCluster, kube_api_client: client.ApiClient
+) -> None:
+    crds = _installed_crds(client.ApiextensionsV1Api(kube_api_client))
+    assert len(crds) == 7
+    for crd in crds.values():
+        assert crd.status.stored_versions == ["v1beta2"], crd.metadata.name
+    for kind in KINDS:
+        assert kueue.resource_for(API_VERSION, kind).group_version == API_VERSION
+    # Kinds by name alone (delete_labelled) resolve by discovery to the preferred v1beta2.
+    assert kueue.resource_for_kind("LocalQueue").group_version == API_VERSION
+
+
+def test_rendered_objects_round_trip(kueue: KubernetesCluster, team_namespaces: tuple[str, str, str]) -> None:
+    team_a, team_b, _ = team_namespaces
+    queues = (
+        dataclasses.replace(GPU_QUEUE, namespaces=(team_a, team_b)),
+        dataclasses.replace(SHARED_QUEUE, namespaces=(team_a,)),
+    )
+    objects = render_kueue(FLAVORS, queues, PRIORITY_CLASSES)
+
+    assert kueue.apply(objects) == [f"{label(obj)}: created" for obj in objects]
+
+    live = [read(kueue, obj) for obj in objects]
+    for obj, stored in zip(objects, live, strict=True):
+        assert stored["apiVersion"] == API_VERSION
+        assert content(stored) == as_stored(obj), label(obj)
+    cluster_queue = next(
+        s for s in live if s["kind"] == "ClusterQueue" and s["metadata"]["name"] == "gpu-h100"
+    )
+    assert cluster_queue["spec"]["cohortName"] == "gpus"  # kept: v1beta2 end to end
+    flavors = cluster_queue["spec"]["resourceGroups"][0]["flavors"]
+    assert [f["name"] for f in flavors] == ["h100", "a100-80gb"]
+    assert flavors[0]["resources"][0] == {
+        "name": "nvidia.com/gpu",
+        "nominalQuota": "8",
+        "borrowingLimit": "4",
+        "lendingLimit": "2",
+    }
+
+    # Applying the same objects again changes nothing: same lines, same resourceVersions.
+    versions = [stored["metadata"]["resourceVersion"] for stored in live]
+    assert kueue.apply(render_kueue(FLAVORS, queues, PRIORITY_CLASSES)) == [
+        f"{label(obj)}: unchanged" for obj in objects
+    ]
+    assert [read(kueue, obj)["metadata"]["resourceVersion"] for obj in objects] == versions
+
+
+def test_editing_a_queue(kueue: KubernetesCluster, team_namespaces: tuple[str, str, str]) -> None:
+    team_a, team_b, team_c = team_namespaces
+    before = dataclasses.replace(GPU_QUEUE, namespaces=(team_a, team_b))
+    kueue.apply(render_kueue(FLAVORS, (before,)))
+
+    # Less quota, no lending limits any more, another cohort, team_a out and team_c in.
+    after = dataclasses.replace(
+        before,
+        flavors=(quota("h100", "6", "96", "1Ti", gpu_borrowing="4"), before.flavors[1]),
+        cohort="inference",
+        namespaces=(team_b, team_c),
+    )
+    objects = render_queue(after)
+    lines = kueue.apply(objects)
+
+    # LocalQueues come in namespace order.
+    assert lines == [
+        "ClusterQueue gpu-h100: configured",
+        *sorted([f"LocalQueue {team_b}/gpu-h100: unchanged", f"LocalQueue {team_c}/gpu-h100: created"]),
+    ]
+    # Fields the console no longer applies are gone (server-side apply owns them), not kept.
+    stored = read(kueue, objects[0])
+    assert content(stored) == as_stored(objects[0])
+    h100 = stored["spec"]["resourceGroups"][0]["flavors"][0]["resources"]
+    assert not any("lendingLimit" in resource for resource in h100)
+    assert stored["spec"]["namespaceSelector"]["matchExpressions"][0]["values"] == sorted([team_b, team_c])
+
+    # Apply adds and updates; a namespace taken off the queue keeps its LocalQueue until the
+    # console deletes it by label.
+    local_queue = kueue.resource_for(API_VERSION, "LocalQueue")
+    assert [q["metadata"]["name"] for q in kueue.list_objects(local_queue, team_a)] == ["gpu-h100"]
+    kueue.delete_labelled(team_a, {LABEL_QUEUE: "gpu-h100"}, ("LocalQueue",))
+    assert kueue.list_objects(local_queue, team_a) == []
+    assert [q["metadata"]["name"] for q in kueue.list_objects(local_queue, team_b)] == ["gpu-h100"]
+
+
+BROKEN = {
+    "unknown-strategy": (
+        lambda obj: obj["spec"].update(queueingStrategy="FIFO"),
+        'spec.queueingStrategy: Unsupported value: "FIFO"',
+    ),
+    "flavor-name": (
+        lambda obj: obj["spec"]["resourceGroups"][0]["flavors"][0].update(name="H100"),
+        'spec.resourceGroups.flavors.name: Invalid value: "H100"',
+    ),
+    "quantity": (
+        lambda obj: obj["spec"]["resourceGroups"][0]["flavors"][0]["resources"][0].update(
+            nominalQuota="lots"
+        ),
+        'nominalQuota: Invalid value: "lots"',
+    ),
+    "name": (lambda obj: obj["metadata"].update(name="GPU_H100"), 'metadata.name: Invalid value: "GPU_H100"'),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_api_server_enforces_the_openapi_schema(kueue: KubernetesCluster, case: str) -> None:
+    mutate, message = BROKEN[case]
+    obj = copy.deepcopy(render_cluster_queue(GPU_QUEUE))
+    mutate(obj)
+    with pytest.raises(PermanentClusterError, match="cannot apply ClusterQueue") as raised:
+        kueue.apply([obj])
+    assert message in str(raised.value)
+
+
+def test_api_server_does_not_enforce_the_cel_rules(kueue: KubernetesCluster) -> None:
+    """Why deploy.kueue checks them itself: on 1.20 these are stored as they come."""
+    obj = render_cluster_queue(GPU_QUEUE)
+    del obj["spec"]["cohortName"]  # borrowing limits without a cohort
+    del obj["spec"]["resourceGroups"][0]["flavors"][1]["resources"][2]  # a flavor without memory
+    path = [int(p) if p.isdigit() else p for p in FIRST_RESOURCE.split(".")]
+    node: Any = obj
+    for part in path:
+        node = node[part]
+    node["nominalQuota"] = "-8"  # negative: a webhook rule, not even CEL
+
+    assert kueue.apply([obj]) == ["ClusterQueue gpu-h100: created"]
+    assert content(read(kueue, obj)) == as_stored(obj)
