@@ -222,6 +222,8 @@ PREWARM_IMAGE = env_str("PREWARM_IMAGE", "inference-console:latest")  # the cons
 PREWARM_CPU = env_str("PREWARM_CPU", "2")
 PREWARM_MEMORY = env_str("PREWARM_MEMORY", "4Gi")
 PREWARM_POLL_SECONDS = env_float("PREWARM_POLL_SECONDS", 1.0)
+# A prewarm whose pod has not started this long after the job was applied fails with the reason.
+PREWARM_START_DEADLINE_SECONDS = env_float("PREWARM_START_DEADLINE_SECONDS", 900.0)
 
 LOGGING = {
     "version": 1,

@@ -106,8 +106,9 @@ def dataset_update(*, dataset: Dataset, actor: AbstractBaseUser, **fields: Any) 
     if not changed:
         return dataset
     dataset.full_clean()
-    _check_storage(dataset)
     reprewarm = bool(SOURCE_FIELDS & set(changed)) or "credentials" in changed
+    if reprewarm:  # a new description needs no call to the storage
+        _check_storage(dataset)
     with transaction.atomic():
         dataset.save()
         DatasetEvent.objects.create(

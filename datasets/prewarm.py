@@ -125,6 +125,17 @@ def sync_prewarm(run: PrewarmRun) -> None:
             log.info("no log yet for %s: %s", job.pod, exc)
     state = parse_copier_log(text)
     waiting = f"{job.waiting_reason}: {job.waiting_message}".strip(": ") if job.waiting_reason else ""
+    if waiting and not state.bytes_total and _waited_too_long(run):
+        # Never started (no storage class, a missing NFS export, an image that cannot be pulled):
+        # nothing will change by itself, so say so instead of waiting forever.
+        _finish(
+            run,
+            failed=True,
+            reason=job.waiting_reason,
+            message=f"The prewarm job did not start within {settings.PREWARM_START_DEADLINE_SECONDS:.0f} s: "
+            f"{job.waiting_message or job.waiting_reason}",
+        )
+        return
     PrewarmRun.objects.filter(
         id=run.id, status__in=[PrewarmRun.Status.PENDING, PrewarmRun.Status.RUNNING]
     ).update(
@@ -145,6 +156,11 @@ def sync_prewarm(run: PrewarmRun) -> None:
         reason = state.reason or job.failure_reason
         message = state.message or job.failure_message or "The copier failed; see the log."
         _finish(run, failed=True, reason=reason, message=message)
+
+
+def _waited_too_long(run: PrewarmRun) -> bool:
+    started = run.started_at or run.created_at
+    return (timezone.now() - started).total_seconds() > settings.PREWARM_START_DEADLINE_SECONDS
 
 
 def sync_running_prewarms() -> None:

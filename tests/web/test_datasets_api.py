@@ -80,3 +80,55 @@ def test_a_dataset_in_use_cannot_be_deleted(api, user, queue, local_dataset):
     response = api.delete(f"/api/v1/datasets/{local_dataset.id}/")
     assert response.status_code == 400 and "keep their history" in str(response.json())
     assert Dataset.objects.filter(id=local_dataset.id).exists()
+
+
+@pytest.fixture
+def s3_dataset(user):
+    # Saved directly: dataset_create would check the (unreachable) endpoint first.
+    dataset = Dataset(
+        name="s3-models", kind=Dataset.Kind.S3, s3_endpoint="http://127.0.0.1:9", s3_bucket="b", owner=user
+    )
+    dataset.set_credentials({"s3_access_key": "AKIAEXAMPLE", "s3_secret_key": "very-secret-value"})
+    dataset.save()
+    return dataset
+
+
+def test_editing_a_dataset_never_shows_its_secret_and_a_description_needs_no_storage_call(
+    api, client, user, s3_dataset
+):
+    client.force_login(user)
+    page = client.get(f"/datasets/{s3_dataset.id}/edit/").content.decode()
+    assert "very-secret-value" not in page and "AKIAEXAMPLE" not in page
+    assert "very-secret-value" not in str(api.get(f"/api/v1/datasets/{s3_dataset.id}/").json())
+    # The endpoint (port 9 on 127.0.0.1) refuses connections: only a source change would notice.
+    response = api.patch(f"/api/v1/datasets/{s3_dataset.id}/", {"description": "weights"}, format="json")
+    assert response.status_code == 200, response.content
+    moved = api.patch(f"/api/v1/datasets/{s3_dataset.id}/", {"s3_prefix": "other"}, format="json")
+    assert moved.status_code == 400 and "s3_endpoint" in moved.json()
+    s3_dataset.refresh_from_db()
+    assert (s3_dataset.description, s3_dataset.s3_prefix) == ("weights", "")
+    assert s3_dataset.credentials()["s3_secret_key"] == "very-secret-value"  # kept, not shown
+
+
+def test_a_prewarm_that_never_starts_fails_with_the_reason(settings, user, tmp_path):
+    from datasets.prewarm import start_prewarm, sync_running_prewarms
+    from deploy import clusters
+
+    settings.SIMULATED_STATE_DIR = str(tmp_path / "simulated")
+    settings.PREWARM_START_DEADLINE_SECONDS = 0
+    clusters._cluster_for.cache_clear()
+    dataset = Dataset.objects.create(
+        name="gone",
+        kind=Dataset.Kind.NFS,
+        nfs_server="127.0.0.1",
+        nfs_path=str(tmp_path / "absent"),
+        owner=user,
+    )
+    run = start_prewarm(dataset)
+    sync_running_prewarms()
+    run.refresh_from_db()
+    dataset.refresh_from_db()
+    clusters._cluster_for.cache_clear()
+    assert (run.status, run.reason) == ("Failed", "FailedMount")
+    assert "did not start within 0 s" in run.message and "absent" in run.message
+    assert dataset.phase == Dataset.Phase.FAILED
