@@ -51,6 +51,10 @@ def _quota_rows(queue: Queue, flavors: list[dict[str, Any]]) -> list[FlavorQuota
         rows.append(row)
     if not rows and not errors:
         errors.append("Give the queue a quota in at least one flavor.")
+    if not queue.cohort and any(
+        r.gpu_borrowing_limit is not None or r.gpu_lending_limit is not None for r in rows
+    ):
+        errors.append("Borrowing and lending limits need a cohort to borrow from and lend to.")
     if errors:
         raise ValidationError({"flavors": errors})
     return rows

@@ -85,6 +85,17 @@ class Queue(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class KueueState(models.TextChoices):
+        PENDING = "Pending"
+        APPLIED = "Applied"
+        NOT_APPLIED = "NotApplied", "Not applied (no Kueue)"
+        FAILED = "Failed"
+
+    # What happened to the queue's Kueue objects (queues.kueue), shown on the queue's page.
+    kueue_state = models.CharField(max_length=16, choices=KueueState.choices, default=KueueState.PENDING)
+    kueue_message = models.CharField(max_length=1000, blank=True)
+    kueue_applied_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["name"]
 

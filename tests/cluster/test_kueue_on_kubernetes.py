@@ -400,3 +400,49 @@ def test_api_server_does_not_enforce_the_cel_rules(kueue: KubernetesCluster) -> 
 
     assert kueue.apply([obj]) == ["ClusterQueue gpu-h100: created"]
     assert content(read(kueue, obj)) == as_stored(obj)
+
+
+@pytest.mark.django_db
+def test_a_queue_saved_in_the_console_is_applied_as_kueue_objects(
+    kueue: KubernetesCluster, settings, harness_kubeconfig, namespace
+) -> None:
+    """The worker's path: models -> queues.kueue -> server-side apply; the queue records it."""
+    from deploy import clusters
+    from queues.actions import flavor_create, queue_create
+    from queues.kueue import apply_queue_objects
+    from queues.models import PriorityClass, Queue
+
+    settings.CLUSTER_BACKEND = "kubernetes"
+    settings.KUBECONFIG = harness_kubeconfig
+    settings.SERVICE_NAMESPACE = namespace
+    clusters._cluster_for.cache_clear()
+    try:
+        flavor_create(name="h100", node_labels={"nvidia.com/gpu.product": "NVIDIA-H100"})
+        PriorityClass.objects.create(name="urgent", value=1000)
+        queue = queue_create(
+            name="console-queue",
+            cohort="ml",
+            flavors=[{"flavor": "h100", "gpus": 8, "cpu": 64, "memory_gib": 512, "gpu_borrowing_limit": 2}],
+        )
+        apply_queue_objects(queue)
+        queue.refresh_from_db()
+        assert queue.kueue_state == Queue.KueueState.APPLIED, queue.kueue_message
+        assert "ClusterQueue console-queue: created" in queue.kueue_message
+        cluster_queue = read(
+            kueue, {"apiVersion": API_VERSION, "kind": "ClusterQueue", "metadata": {"name": "console-queue"}}
+        )
+        flavor = cluster_queue["spec"]["resourceGroups"][0]["flavors"][0]
+        gpu = next(r for r in flavor["resources"] if r["name"] == "nvidia.com/gpu")
+        assert (flavor["name"], gpu["nominalQuota"], gpu["borrowingLimit"]) == ("h100", "8", "2")
+        assert cluster_queue["spec"]["cohortName"] == "ml"
+        local = read(
+            kueue,
+            {
+                "apiVersion": API_VERSION,
+                "kind": "LocalQueue",
+                "metadata": {"name": "console-queue", "namespace": namespace},
+            },
+        )
+        assert local["spec"]["clusterQueue"] == "console-queue"
+    finally:
+        clusters._cluster_for.cache_clear()

@@ -184,3 +184,39 @@ def test_two_services_racing_for_the_last_gpus_are_not_both_admitted(user, queue
     assert not errors, errors
     phases_seen = sorted(InferenceService.objects.values_list("phase", flat=True))
     assert phases_seen == [phases.PENDING, phases.QUEUED]  # exactly one admitted
+
+
+def test_where_kueue_is_not_installed_the_queue_says_so(admin_api, settings, tmp_path):
+    """The simulated cluster serves no Kueue kinds: nothing is applied, the console governs."""
+    from deploy import clusters
+    from queues.kueue import apply_queue_objects, queue_objects
+    from queues.models import Queue
+
+    settings.SIMULATED_STATE_DIR = str(tmp_path)
+    clusters._cluster_for.cache_clear()
+    response = admin_api.post("/api/v1/queues/", {"name": "plain", "gpu_quota": 4}, format="json")
+    assert response.status_code == 201, response.content
+    queue = Queue.objects.get(name="plain")
+    kinds = [obj["kind"] for obj in queue_objects(queue)]
+    assert kinds == ["ResourceFlavor", "ClusterQueue", "LocalQueue"]
+    apply_queue_objects(queue)
+    queue.refresh_from_db()
+    assert queue.kueue_state == Queue.KueueState.NOT_APPLIED
+    assert "the console's own admission check applies the quotas" in queue.kueue_message.lower()
+
+
+def test_limits_without_a_cohort_are_refused_next_to_the_flavors(admin_api):
+    from queues.actions import flavor_create
+
+    flavor_create(name="h100", node_labels={"nvidia.com/gpu.product": H100})
+    response = admin_api.post(
+        "/api/v1/queues/",
+        {
+            "name": "lonely",
+            "flavors": [
+                {"flavor": "h100", "gpus": 8, "cpu": "8", "memory_gib": 64, "gpu_borrowing_limit": 2}
+            ],
+        },
+        format="json",
+    )
+    assert response.status_code == 400 and "need a cohort" in str(response.json()["flavors"])
