@@ -61,3 +61,25 @@ def test_scale_to_zero_stops_and_back_runs(api, service_payload, celery_worker, 
     assert api.patch(f"/api/v1/services/{service_id}/", {"replicas": 2}, format="json").status_code == 200
     wait_for(lambda: phase_of(service_id) == phases.RUNNING, what="phase Running again")
     assert InferenceService.objects.get(id=service_id).ready_replicas == 2
+
+
+def test_a_queued_service_runs_when_an_earlier_one_is_deleted(api, service_payload, celery_worker, watcher):
+    first = api.post("/api/v1/services/", {**service_payload, "name": "first", "gpu_count": 8}, format="json")
+    wait_for(lambda: phase_of(first.json()["id"]) == phases.RUNNING, what="the first to run")
+    second = api.post(
+        "/api/v1/services/", {**service_payload, "name": "second", "gpu_count": 4}, format="json"
+    )
+    third = api.post("/api/v1/services/", {**service_payload, "name": "third", "gpu_count": 8}, format="json")
+    second_id, third_id = second.json()["id"], third.json()["id"]
+    assert second.json()["status"]["phase"] == phases.QUEUED
+    waiting = api.get("/api/v1/queues/gpu-a100/workloads/").json()["waiting"]
+    assert [(w["name"], w["position"]) for w in waiting] == [("second", 1), ("third", 2)]
+
+    assert api.delete(f"/api/v1/services/{first.json()['id']}/").status_code == 202
+
+    wait_for(lambda: phase_of(second_id) == phases.RUNNING, what="the second to be admitted and run")
+    third_status = api.get(f"/api/v1/services/{third_id}/").json()["status"]
+    assert third_status["phase"] == phases.QUEUED
+    assert "4 of 8 in use by 1 service" in third_status["message"]
+    waiting = api.get("/api/v1/queues/gpu-a100/workloads/").json()["waiting"]
+    assert [(w["name"], w["position"]) for w in waiting] == [("third", 1)]
