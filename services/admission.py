@@ -11,10 +11,10 @@ from collections.abc import Iterable
 from django.db import transaction
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from queues.admission import Amounts, Decision, Request, check_admission
 
 from deploy.clusters import ClusterError, get_cluster
 from deploy.clusters.base import NodeInfo
+from queues.admission import Amounts, Decision, Request, check_admission
 from queues.models import Queue, ResourceFlavor
 from queues.selectors import cohort_of, queue_states, queued_ahead, team_state
 from services import phases
