@@ -132,3 +132,14 @@ def test_a_prewarm_that_never_starts_fails_with_the_reason(settings, user, tmp_p
     assert (run.status, run.reason) == ("Failed", "FailedMount")
     assert "did not start within 0 s" in run.message and "absent" in run.message
     assert dataset.phase == Dataset.Phase.FAILED
+
+
+def test_the_progress_panel_polls_until_there_is_nothing_left_to_change(client, user, local_dataset):
+    """A dataset whose prewarm task has not run yet has no run row: the page must poll anyway, or
+    it would never show the prewarm starting (seen on a loaded machine)."""
+    client.force_login(user)
+    url = f"/datasets/{local_dataset.id}/"
+    assert local_dataset.phase == Dataset.Phase.PENDING
+    assert 'hx-trigger="every 1s"' in client.get(url).content.decode()
+    Dataset.objects.filter(id=local_dataset.id).update(phase=Dataset.Phase.READY)
+    assert 'hx-trigger="every 1s"' not in client.get(url).content.decode()
