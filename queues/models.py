@@ -102,6 +102,15 @@ class Queue(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # Paths under /queues/ that a queue of the same name would hide.
+    RESERVED_NAMES = {"new", "flavors"}
+
+    def clean(self) -> None:
+        if self.name in self.RESERVED_NAMES:
+            raise ValidationError(
+                {"name": f"{self.name} is taken by the console's own pages (/queues/{self.name}/)."}
+            )
+
     @property
     def strict_fifo(self) -> bool:
         return self.strategy == self.Strategy.STRICT_FIFO

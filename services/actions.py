@@ -57,7 +57,7 @@ def _prepare(owner: AbstractBaseUser, fields: dict[str, Any]) -> tuple[Inference
     if unknown:
         raise ValidationError({name: "Unknown field." for name in sorted(unknown)})
     service = InferenceService(owner=owner, namespace=settings.SERVICE_NAMESPACE, **fields)
-    if "team" not in fields:
+    if fields.get("team") is None:  # not given, or left empty in the form
         service.team = _only_team(owner)
     service.full_clean(validate_constraints=False)
     if service.fit_override and not owner.is_staff:

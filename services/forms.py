@@ -101,6 +101,9 @@ class InferenceServiceForm(forms.ModelForm):
         if user is None or not user.is_staff:
             del self.fields["fit_override"]
         self.fields["queue"].queryset = Queue.objects.order_by("name")
+        if user is not None and user.pk:
+            # Only the user's own teams; none chosen counts against their only team, if one.
+            self.fields["team"].queryset = user.teams.order_by("name")
         self.fields["dataset"].queryset = Dataset.objects.exclude(phase=Dataset.Phase.FAILED).order_by("name")
         self.fields["image"].widget.attrs["placeholder"] = "empty: the runtime's default image"
 
