@@ -26,11 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
 
-import dj_database_url
-import psycopg
-from psycopg import sql
+import benchdb  # bench/benchdb.py: this folder is on sys.path when a bench runs
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -58,53 +55,18 @@ API_COLUMNS = (
 
 
 def bench_database_url(server_url: str) -> str:
-    """The same server, user and options as server_url, with the bench database."""
-    parts = urlsplit(server_url)
-    return urlunsplit(parts._replace(path=f"/{BENCH_DB}"))
-
-
-def _maintenance_connection(server_url: str) -> psycopg.Connection:
-    config = dj_database_url.parse(server_url)
-    return psycopg.connect(
-        dbname="postgres",
-        user=config.get("USER") or None,
-        password=config.get("PASSWORD") or None,
-        host=config.get("HOST") or None,
-        port=config.get("PORT") or None,
-        autocommit=True,
-    )
-
-
-def drop_database(server_url: str) -> None:
-    with _maintenance_connection(server_url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(BENCH_DB)))
+    return benchdb.database_url(server_url, BENCH_DB)
 
 
 def create_database(server_url: str) -> None:
-    drop_database(server_url)
-    with _maintenance_connection(server_url) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(BENCH_DB)))
+    benchdb.create_database(server_url, BENCH_DB)
 
 
-def setup_django(database_url: str, var_dir: str) -> None:
-    """Point the console's settings at the bench database, as production-like as a laptop gets."""
-    os.environ["DATABASE_URL"] = database_url
-    os.environ["CONSOLE_VAR_DIR"] = var_dir
-    os.environ["DJANGO_SETTINGS_MODULE"] = "console.settings"
-    os.environ["DEBUG"] = "false"  # no query log kept on every cursor
-    os.environ["ALLOWED_HOSTS"] = "testserver"  # django.test.Client's host
-    os.environ["CLUSTER_BACKEND"] = "simulated"
-    os.environ["CELERY_BROKER_URL"] = "memory://"  # nothing is enqueued; never reach a real broker
-    os.environ.pop("REDIS_URL", None)
-    os.environ.pop("CELERY_RESULT_BACKEND", None)
-    os.environ.setdefault("LOG_LEVEL", "WARNING")
-    sys.path.insert(0, str(ROOT))
+def drop_database(server_url: str) -> None:
+    benchdb.drop_database(server_url, BENCH_DB)
 
-    import django
-    from django.core.management import call_command
 
-    django.setup()
-    call_command("migrate", verbosity=0)
+setup_django = benchdb.setup_django
 
 
 # --- data ----------------------------------------------------------------------------------
