@@ -10,26 +10,18 @@ from django.utils import timezone
 
 from deploy import sync
 from deploy.clusters import TransientClusterError
+from deploy.retry import RETRY_TRANSIENT
 from services import phases
 from services.models import InferenceService
 
 log = logging.getLogger(__name__)
-
-RETRY = {
-    "autoretry_for": (TransientClusterError,),
-    "retry_backoff": 2,
-    "retry_backoff_max": 120,
-    "retry_jitter": True,
-    "max_retries": 10,
-    "acks_late": True,
-}
 
 
 def _service(service_id: int) -> InferenceService | None:
     return InferenceService.objects.select_related("dataset", "queue").filter(id=service_id).first()
 
 
-@shared_task(**RETRY)
+@shared_task(**RETRY_TRANSIENT)
 def reconcile_service(service_id: int) -> None:
     """Make the cluster match the service's desired spec (apply), or remove it when deleting."""
     service = _service(service_id)
@@ -43,7 +35,7 @@ def reconcile_service(service_id: int) -> None:
     sync.apply_service(service)
 
 
-@shared_task(**RETRY)
+@shared_task(**RETRY_TRANSIENT)
 def delete_service(service_id: int) -> None:
     service = _service(service_id)
     if service is not None and service.phase == phases.DELETING:

@@ -1,17 +1,10 @@
 from celery import shared_task
 
-from deploy.clusters import TransientClusterError
+from deploy.retry import RETRY_TRANSIENT
 from queues.models import Queue
 
 
-@shared_task(
-    acks_late=True,
-    autoretry_for=(TransientClusterError,),
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
-    max_retries=10,
-)
+@shared_task(**RETRY_TRANSIENT)
 def apply_queue(queue_id: int) -> None:
     """Apply the queue's Kueue objects (ClusterQueue, LocalQueue, flavors, priority classes)."""
     from queues.kueue import apply_queue_objects
