@@ -31,6 +31,16 @@ class Toleration:
     value: str = ""
     effect: Literal["", "NoSchedule", "PreferNoSchedule", "NoExecute"] = ""
 
+    @classmethod
+    def from_json(cls, t: dict) -> Toleration:
+        """From the JSON the models store (missing keys take Kubernetes' defaults)."""
+        return cls(
+            key=t.get("key", ""),
+            operator=t.get("operator", "Equal"),
+            value=t.get("value", ""),
+            effect=t.get("effect", ""),
+        )
+
 
 @dataclass(frozen=True)
 class ModelVolume:

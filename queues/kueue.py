@@ -25,15 +25,7 @@ def flavor_spec(flavor: ResourceFlavor) -> FlavorSpec:
     return FlavorSpec(
         name=flavor.name,
         node_labels=dict(flavor.node_labels or {}),
-        tolerations=tuple(
-            Toleration(
-                key=t.get("key", ""),
-                operator=t.get("operator", "Equal"),
-                value=t.get("value", ""),
-                effect=t.get("effect", ""),
-            )
-            for t in flavor.tolerations or ()
-        ),
+        tolerations=tuple(map(Toleration.from_json, flavor.tolerations or ())),
     )
 
 

@@ -4,15 +4,6 @@ from deploy.spec import NodeRule, ServiceSpec, Toleration
 from services.models import InferenceService
 
 
-def _toleration(t: dict) -> Toleration:
-    return Toleration(
-        key=t.get("key", ""),
-        operator=t.get("operator", "Equal"),
-        value=t.get("value", ""),
-        effect=t.get("effect", ""),
-    )
-
-
 def service_spec(service: InferenceService) -> ServiceSpec:
     flavor = service.flavor
     return ServiceSpec(
@@ -36,11 +27,11 @@ def service_spec(service: InferenceService) -> ServiceSpec:
             NodeRule(key=r["key"], operator=r.get("operator", "In"), values=tuple(r.get("values", ())))
             for r in service.node_rules
         ),
-        tolerations=tuple(map(_toleration, service.tolerations)),
+        tolerations=tuple(map(Toleration.from_json, service.tolerations)),
         queue_name=service.queue.name,
         priority_class=service.priority_class.name if service.priority_class_id else "",
         flavor_node_labels=tuple(sorted((flavor.node_labels or {}).items())) if flavor else (),
-        flavor_tolerations=tuple(map(_toleration, flavor.tolerations or ())) if flavor else (),
+        flavor_tolerations=tuple(map(Toleration.from_json, flavor.tolerations or ())) if flavor else (),
         auth_policy=service.auth_policy,
         service_uid=str(service.uid),
     )
