@@ -15,6 +15,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,9 +47,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory) -> Iterator[S3Server]:
-    root = tmp_path_factory.mktemp("s3")
+@contextmanager
+def _serve(root: Path, *extra: str) -> Iterator[S3Server]:
     port = _free_port()
     access_key, secret_key = "test-" + secrets.token_hex(4), secrets.token_hex(16)
     process = subprocess.Popen(
@@ -60,6 +60,7 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
             "--etag-hash", "",
             "--dir-cache-time", "0s",
             "--vfs-cache-mode", "off",
+            *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -77,9 +78,28 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
                 process.kill()
                 pytest.fail(f"rclone serve s3 did not start: {process.stderr.read().decode()[-2000:]}")
             time.sleep(0.1)
-    yield S3Server(endpoint_url=endpoint, access_key=access_key, secret_key=secret_key, root=root)
-    process.terminate()
-    process.wait(timeout=10)
+    try:
+        yield S3Server(endpoint_url=endpoint, access_key=access_key, secret_key=secret_key, root=root)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    with _serve(tmp_path_factory.mktemp("s3")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def throttled_s3_server(s3_server: S3Server) -> Iterator[S3Server]:
+    """The same buckets served at 16 MiB/s, for tests that must act while a copy is under way.
+
+    Without the limit a loopback copy of a few hundred MiB can end before the test's next step,
+    however fast the test is.
+    """
+    with _serve(s3_server.root, "--bwlimit", "16M") as server:
+        yield server
 
 
 @pytest.fixture
