@@ -26,3 +26,101 @@ class ApiToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+
+class InferenceKey(models.Model):
+    """A key for calling models through the gateway: `Authorization: Bearer iek_<prefix>_<secret>`
+    (or the raw key in the header the service's auth policy names).
+
+    Scoped to one or more services. Stored like `ApiToken` (prefix + HMAC, with an HMAC key of
+    its own); management tokens never work at the gateway, inference keys never work on the API.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="inference_keys",
+        help_text="Whose key it is: their usage and their limits.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who created it (an admin may create keys for anyone).",
+    )
+    name = models.CharField(max_length=100, help_text="What the key is for, e.g. chat-frontend.")
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    services = models.ManyToManyField(
+        "services.InferenceService",
+        related_name="inference_keys",
+        help_text="The services the key may call.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="After this the gateway refuses the key. Empty: never."
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    disabled_at = models.DateTimeField(
+        null=True, blank=True, help_text="Set when the key went unused longer than the setting allows."
+    )
+    replaced_by = models.OneToOneField(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="replaces",
+        help_text="The key this one was rotated to; this one works until its grace period ends.",
+    )
+    rpm_limit = models.PositiveIntegerField(
+        "Requests per minute", null=True, blank=True, help_text="Empty: no limit."
+    )
+    tpm_limit = models.PositiveIntegerField(
+        "Tokens per minute", null=True, blank=True, help_text="Empty: no limit."
+    )
+    daily_token_budget = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Tokens per day (UTC). Empty: no budget."
+    )
+    monthly_token_budget = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Tokens per calendar month (UTC). Empty: no budget."
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+
+class UsageHour(models.Model):
+    """What went through the gateway in one hour for one key and service, rolled up from the
+    gateway's Redis stream by a Celery task. `key` is empty for services with no auth."""
+
+    hour = models.DateTimeField(help_text="Start of the hour (UTC).")
+    key = models.ForeignKey(
+        InferenceKey, on_delete=models.CASCADE, null=True, blank=True, related_name="usage"
+    )
+    service = models.ForeignKey("services.InferenceService", on_delete=models.CASCADE, related_name="usage")
+    requests = models.PositiveBigIntegerField(default=0)
+    errors_4xx = models.PositiveBigIntegerField(default=0)
+    errors_5xx = models.PositiveBigIntegerField(default=0)
+    prompt_tokens = models.PositiveBigIntegerField(default=0)
+    completion_tokens = models.PositiveBigIntegerField(default=0)
+    latency_ms_total = models.PositiveBigIntegerField(default=0, help_text="Sum, for the mean.")
+
+    class Meta:
+        ordering = ["-hour"]
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "key", "service"], name="usage_hour_key_service"),
+            models.UniqueConstraint(
+                fields=["hour", "service"],
+                condition=models.Q(key__isnull=True),
+                name="usage_hour_service_nokey",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.service_id}/{self.key_id or '-'}"

@@ -143,6 +143,25 @@ class InferenceService(models.Model):
     auth_policy = models.CharField(
         "Auth policy", max_length=16, choices=AuthPolicy.choices, default=AuthPolicy.API_KEY
     )
+    auth_header = models.CharField(
+        "Key header",
+        max_length=64,
+        default="Authorization",
+        help_text="Where callers put the key: `Authorization: Bearer <key>`, or the raw key in "
+        "another header such as X-Api-Key.",
+    )
+    auth_params_encrypted = models.TextField(
+        blank=True,
+        editable=False,
+        help_text="Extra headers or query parameters callers must send, encrypted "
+        '(console.crypto): [{"in": "header"|"query", "name": ..., "value": ...}].',
+    )
+    allowed_cidrs = models.JSONField(
+        "Allowed source networks",
+        default=list,
+        blank=True,
+        help_text='Callers must come from one of these, e.g. ["10.0.0.0/8"]. Empty: anywhere.',
+    )
     affinity_mode = models.CharField(max_length=8, choices=Affinity.choices, default=Affinity.AUTO)
     node_rules = models.JSONField(
         default=list, blank=True, help_text='[{"key": ..., "operator": "In", "values": [...]}]'
