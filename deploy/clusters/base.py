@@ -74,6 +74,13 @@ class Cluster(Protocol):
         """A Job (found False when absent), its Complete/Failed conditions and its newest pod."""
         ...
 
+    def service_endpoint(self, *, namespace: str, name: str) -> str | None:
+        """Base URL of the service's HTTP port as the gateway reaches it, or None when the
+        service has no ready backend. Kubernetes: the cluster DNS name
+        (`http://<name>.<namespace>.svc.cluster.local:8000`); simulated: the local stand-in
+        server on 127.0.0.1 that backs a Running service."""
+        ...
+
     def delete_labelled(self, namespace: str, labels: dict[str, str], kinds: tuple[str, ...]) -> None:
         """Delete objects of these kinds (Job, Secret, PersistentVolumeClaim, ...) carrying the labels;
         a Job's pods go with it."""
