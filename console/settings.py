@@ -225,6 +225,19 @@ PREWARM_POLL_SECONDS = env_float("PREWARM_POLL_SECONDS", 1.0)
 # A prewarm whose pod has not started this long after the job was applied fails with the reason.
 PREWARM_START_DEADLINE_SECONDS = env_float("PREWARM_START_DEADLINE_SECONDS", 900.0)
 
+# --- Inference gateway and keys ---------------------------------------------------------
+# The gateway (`python manage.py run_gateway`) is the only way into the models.
+GATEWAY_HOST = env_str("GATEWAY_HOST", "127.0.0.1")
+GATEWAY_PORT = env_int("GATEWAY_PORT", 8001)
+# The address users call, shown in the access panel's snippets (behind TLS in production).
+GATEWAY_PUBLIC_URL = env_str("GATEWAY_PUBLIC_URL", f"http://{GATEWAY_HOST}:{GATEWAY_PORT}")
+# Namespace and pod labels of the gateway, for the NetworkPolicy in front of every model pod.
+GATEWAY_NAMESPACE = env_str("GATEWAY_NAMESPACE", "inference-gateway")
+# Keys unused this many days are disabled by a periodic task; 0 turns that off.
+INFERENCE_KEY_DISABLE_AFTER_DAYS = env_int("INFERENCE_KEY_DISABLE_AFTER_DAYS", 90)
+# How long a rotated key keeps working unless the rotation says otherwise.
+INFERENCE_KEY_ROTATION_GRACE_HOURS = env_int("INFERENCE_KEY_ROTATION_GRACE_HOURS", 24)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
