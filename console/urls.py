@@ -5,6 +5,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from console.dashboard_views import audit_view, usage_csv_view, usage_view
 from datasets.api import DatasetViewSet
 from queues.api import FlavorViewSet, QueueViewSet
 from services.api import ServiceViewSet
@@ -23,6 +24,9 @@ urlpatterns = [
     path("queues/", include("queues.urls")),
     path("datasets/", include("datasets.urls")),
     path("tokens/", include("auth.urls")),
+    path("usage/", usage_view, name="usage"),
+    path("usage.csv", usage_csv_view, name="usage-csv"),
+    path("audit/", audit_view, name="audit"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
