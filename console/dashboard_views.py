@@ -14,6 +14,8 @@ from django.utils import timezone
 from console.charts import bar_chart
 from console.models import AuditEvent
 from console.usage import GROUPS, PERIODS, usage_rows, usage_series
+from queues.models import Team
+from queues.selectors import queues_with_usage, team_state
 
 
 def _choices(request: HttpRequest) -> tuple[str, str]:
@@ -103,4 +105,15 @@ def audit_view(request: HttpRequest) -> HttpResponse:
             "object_types": visible.values_list("object_type", flat=True).distinct().order_by("object_type"),
             "actions": visible.values_list("action", flat=True).distinct().order_by("action"),
         },
+    )
+
+
+@login_required
+def quotas_view(request: HttpRequest) -> HttpResponse:
+    """Used against limit for every team (a user: their teams) and every queue."""
+    teams = Team.objects.all() if request.user.is_staff else request.user.teams.all()
+    return render(
+        request,
+        "dashboard/quotas.html",
+        {"teams": [team_state(team) for team in teams.order_by("name")], "queues": queues_with_usage()},
     )

@@ -5,7 +5,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
-from console.dashboard_views import audit_view, usage_csv_view, usage_view
+from console.dashboard_views import audit_view, quotas_view, usage_csv_view, usage_view
 from datasets.api import DatasetViewSet
 from queues.api import FlavorViewSet, QueueViewSet
 from services.api import ServiceViewSet
@@ -27,6 +27,7 @@ urlpatterns = [
     path("usage/", usage_view, name="usage"),
     path("usage.csv", usage_csv_view, name="usage-csv"),
     path("audit/", audit_view, name="audit"),
+    path("quotas/", quotas_view, name="quotas"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(router.urls)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -125,3 +125,26 @@ def test_the_audit_log_shows_a_user_their_own_actions(client, user, bob, admin_u
     client.force_login(admin_user)
     page = client.get("/audit/?action=delete").content.decode()
     assert "bob-chat" in page and "alice-chat" not in page
+
+
+def test_quotas_show_teams_and_queues_used_against_their_limits(
+    client, user, bob, admin_user, queue, services
+):
+    from queues.models import Team
+
+    mine, _ = services
+    team = Team.objects.create(name="research", max_gpus=4, max_services=3)
+    team.members.add(user)
+    Team.objects.create(name="other", max_gpus=2)
+    mine.team = team
+    mine.gpu_count = 2
+    mine.phase = phases.RUNNING
+    mine.save(update_fields=["team", "gpu_count", "phase"])
+    client.force_login(user)
+    page = client.get("/quotas/").content.decode()
+    assert "research" in page and "other" not in page  # only the user's teams
+    assert "2 / 4" in page and "1 / 3" in page
+    assert f"3 / {queue.gpu_quota}" in page  # 2 of alice's and 1 of bob's (Pending holds quota too)
+    client.force_login(admin_user)
+    page = client.get("/quotas/").content.decode()
+    assert "research" in page and "other" in page
