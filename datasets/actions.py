@@ -39,6 +39,7 @@ HUB_ERROR_FIELDS = {
     "EmptyRepo": "hub_repo",
     "NoSuchRevision": "hub_revision",
     "Unreachable": "hub_endpoint",
+    "NotTheApi": "hub_endpoint",
 }
 
 
@@ -53,16 +54,16 @@ def _split_credentials(fields: dict[str, Any]) -> dict[str, str]:
 
 
 def _check_storage(dataset: Dataset) -> None:
-    """S3: list the prefix with the given credentials; the hub: resolve the revision with the token
-    and list the repo. So a typo is an error next to the field now, not a failed prewarm later.
-    Runs outside any transaction (it is a network call)."""
+    """S3: list the prefix with the given credentials; a hub (Hugging Face, ModelScope): check the
+    token and the revision and list the repo. So a typo is an error next to the field now, not a
+    failed prewarm later. Runs outside any transaction (it is a network call)."""
     if dataset.kind == Dataset.Kind.S3:
         given = set(dataset.credentials()) & set(S3_CREDENTIAL_FIELDS)
         if len(given) == 1:  # boto3 refuses half a key pair; say which half is missing
             missing = (set(S3_CREDENTIAL_FIELDS) - given).pop()
             raise ValidationError({missing: "Give both the access key and the secret key, or neither."})
         fields, default = S3_ERROR_FIELDS, "s3_bucket"
-    elif dataset.kind == Dataset.Kind.HUB:
+    elif dataset.kind in (Dataset.Kind.HUB, Dataset.Kind.MODELSCOPE):  # the same fields for both hubs
         fields, default = HUB_ERROR_FIELDS, "hub_repo"
     else:
         return

@@ -52,8 +52,8 @@ class DatasetViewSet(
     mixins.DestroyModelMixin,
     viewsets.GenericViewSet,
 ):
-    """Datasets hold model files (NFS, S3, a Hugging Face Hub repo, a node path or a PVC); NFS, S3
-    and hub repos are prewarmed into the cluster on create and on demand."""
+    """Datasets hold model files (NFS, S3, a Hugging Face or ModelScope repo, a node path or a PVC);
+    NFS, S3 and hub repos are prewarmed into the cluster on create and on demand."""
 
     serializer_class = DatasetSerializer
     queryset = Dataset.objects.select_related("owner").order_by("name")

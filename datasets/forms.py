@@ -27,14 +27,15 @@ class DatasetForm(forms.ModelForm):
         label="Hub endpoint",
         required=False,
         assume_scheme="https",
-        help_text="Empty for https://huggingface.co; a mirror, e.g. https://hf-mirror.com.",
+        help_text="Empty for https://huggingface.co or https://www.modelscope.cn; a mirror, e.g. "
+        "https://hf-mirror.com.",
     )
     hub_token = forms.CharField(
-        label="Hugging Face token",
+        label="Hub token",
         required=False,
         widget=forms.PasswordInput(render_value=False),
-        help_text="For private or gated repos. Stored encrypted; handed to the cluster only as a Secret. "
-        "Checked by resolving the revision.",
+        help_text="A Hugging Face access token or a ModelScope SDK token, for private or gated repos. "
+        "Stored encrypted; handed to the cluster only as a Secret. Checked with the revision on save.",
     )
 
     class Meta:

@@ -7,6 +7,7 @@ from django.db import models
 
 from console.crypto import decrypt_json, encrypt_json
 from console.validators import validate_dns_label, validate_quantity
+from datasets.copier import modelscope
 from datasets.copier.hub import valid_repo_id
 from deploy.spec import ModelVolume
 
@@ -40,6 +41,7 @@ class Dataset(models.Model):
         LOCAL = "local", "Local path on the node"
         PVC = "pvc", "Existing PVC"
         HUB = "hf", "Hugging Face Hub"
+        MODELSCOPE = "modelscope", "ModelScope"
 
     class Phase(models.TextChoices):
         PENDING = "Pending"
@@ -51,7 +53,7 @@ class Dataset(models.Model):
         max_length=63, unique=True, validators=[validate_dns_label], help_text="e.g. nfs-models"
     )
     description = models.CharField(max_length=200, blank=True)
-    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.NFS)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.NFS)
     nfs_server = models.CharField(max_length=253, blank=True, help_text="NFS server host or IP.")
     nfs_path = models.CharField(max_length=1024, blank=True, help_text="Exported path, e.g. /exports/models.")
     s3_endpoint = models.URLField(blank=True, help_text="Endpoint URL; empty for AWS.")
@@ -61,16 +63,28 @@ class Dataset(models.Model):
     s3_path_style = models.BooleanField(
         "S3 path-style addressing", default=False, help_text="Needed by most non-AWS servers (MinIO, Ceph)."
     )
+    # The hub fields serve both hubs: Hugging Face and ModelScope repos are named, versioned and
+    # mirrored the same way.
     hub_repo = models.CharField(
-        "Hugging Face repo", max_length=200, blank=True, help_text="owner/name, e.g. THUDM/chatglm2-6b."
+        "repository",
+        max_length=200,
+        blank=True,
+        help_text="owner/name on the hub, e.g. THUDM/chatglm2-6b (Hugging Face) or ZhipuAI/chatglm2-6b "
+        "(ModelScope).",
     )
     hub_revision = models.CharField(
-        "revision", max_length=255, blank=True, default="main", help_text="Branch, tag or commit id."
+        "revision",
+        max_length=255,
+        blank=True,
+        default="",
+        help_text="Branch, tag (or, on Hugging Face, commit id); empty for main (Hugging Face) or "
+        "master (ModelScope).",
     )
     hub_endpoint = models.URLField(
         "hub endpoint",
         blank=True,
-        help_text="Empty for https://huggingface.co; a mirror, e.g. https://hf-mirror.com.",
+        help_text="Empty for https://huggingface.co or https://www.modelscope.cn; a mirror, e.g. "
+        "https://hf-mirror.com.",
     )
     # Access key and secret (and the hub token), encrypted (console.crypto); never shown back, only replaced.
     credentials_encrypted = models.TextField(blank=True, editable=False)
@@ -105,6 +119,7 @@ class Dataset(models.Model):
         Kind.LOCAL: ("local_path",),
         Kind.PVC: ("pvc_name",),
         Kind.HUB: ("hub_repo",),
+        Kind.MODELSCOPE: ("hub_repo",),
     }
 
     def clean(self) -> None:
@@ -115,10 +130,14 @@ class Dataset(models.Model):
                 errors[field] = f"A {self.get_kind_display()} dataset needs its {label}."
         if self.nfs_server and not _is_host(self.nfs_server):
             errors["nfs_server"] = "Give a host name or an IP address, e.g. nfs.example.com or 10.0.0.5."
-        if self.kind == self.Kind.HUB:
-            self.hub_revision = self.hub_revision.strip() or "main"
+        if self.kind in (self.Kind.HUB, self.Kind.MODELSCOPE):
+            default = "main" if self.kind == self.Kind.HUB else modelscope.DEFAULT_REVISION
+            self.hub_revision = self.hub_revision.strip() or default
             self.hub_endpoint = self.hub_endpoint.rstrip("/")
-        if self.hub_repo and not valid_repo_id(self.hub_repo):
+        if self.kind == self.Kind.MODELSCOPE:
+            if self.hub_repo and not modelscope.valid_repo_id(self.hub_repo):
+                errors["hub_repo"] = "Give the repository as owner/name, e.g. ZhipuAI/chatglm2-6b."
+        elif self.hub_repo and not valid_repo_id(self.hub_repo):
             errors["hub_repo"] = "Give the repository as owner/name, e.g. THUDM/chatglm2-6b."
         if self.hub_revision and not _is_revision(self.hub_revision):
             errors["hub_revision"] = "Give a branch, a tag or a commit id, e.g. main or v1.0."
@@ -131,9 +150,9 @@ class Dataset(models.Model):
 
     @property
     def prewarmed(self) -> bool:
-        """NFS, S3 and hub files are copied into a cluster-local PVC; PVCs and node paths are used
-        in place."""
-        return self.kind in {self.Kind.NFS, self.Kind.S3, self.Kind.HUB}
+        """NFS, S3 and hub (Hugging Face, ModelScope) files are copied into a cluster-local PVC;
+        PVCs and node paths are used in place."""
+        return self.kind in {self.Kind.NFS, self.Kind.S3, self.Kind.HUB, self.Kind.MODELSCOPE}
 
     @property
     def cache_claim_name(self) -> str:
@@ -163,6 +182,9 @@ class Dataset(models.Model):
             return self.local_path
         if self.kind == self.Kind.HUB:
             where = f"hf://{self.hub_repo}@{self.hub_revision or 'main'}"
+            return f"{where} via {self.hub_endpoint}" if self.hub_endpoint else where
+        if self.kind == self.Kind.MODELSCOPE:
+            where = f"{modelscope.SCHEME}{self.hub_repo}@{self.hub_revision or modelscope.DEFAULT_REVISION}"
             return f"{where} via {self.hub_endpoint}" if self.hub_endpoint else where
         return f"pvc/{self.pvc_name}"
 

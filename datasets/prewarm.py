@@ -60,6 +60,14 @@ def prewarm_spec(dataset: Dataset, *, job_name: str) -> PrewarmSpec:
             hub_revision=dataset.hub_revision or "main",
             hub_endpoint=dataset.hub_endpoint,
         )
+    if dataset.kind == Dataset.Kind.MODELSCOPE:
+        return PrewarmSpec(
+            **common,
+            source="modelscope",
+            hub_repo=dataset.hub_repo,
+            hub_revision=dataset.hub_revision,
+            hub_endpoint=dataset.hub_endpoint,
+        )
     return PrewarmSpec(**common, source="nfs", nfs_server=dataset.nfs_server, nfs_path=dataset.nfs_path)
 
 

@@ -12,7 +12,7 @@ def storage_for(dataset: Dataset) -> Storage | None:
     """S3 is read directly (ranged reads, no download). Node paths and NFS exports are read where
     the console can see them (on the simulated cluster they are folders of this machine);
     otherwise browsing uses the file list the last prewarm reported. None: nothing is known yet.
-    Hugging Face repos are read from the hub (tree API, ranged reads), like S3."""
+    Hugging Face and ModelScope repos are read from the hub (file listing, ranged reads), like S3."""
     if dataset.kind == Dataset.Kind.S3:
         credentials = dataset.credentials()
         return S3Storage(
@@ -30,6 +30,15 @@ def storage_for(dataset: Dataset) -> Storage | None:
         return HubStorage(
             repo_id=dataset.hub_repo,
             revision=dataset.hub_revision or "main",
+            endpoint=dataset.hub_endpoint or None,
+            token=dataset.credentials().get("hub_token") or None,
+        )
+    if dataset.kind == Dataset.Kind.MODELSCOPE:
+        from datasets.modelscopestorage import ModelScopeStorage
+
+        return ModelScopeStorage(
+            repo_id=dataset.hub_repo,
+            revision=dataset.hub_revision,
             endpoint=dataset.hub_endpoint or None,
             token=dataset.credentials().get("hub_token") or None,
         )

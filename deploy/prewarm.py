@@ -1,5 +1,5 @@
 """Render the prewarm of a dataset: a PVC for the cluster-local copy, a Secret with the source
-credentials (S3 keys, or a Hugging Face token), and a CPU-only Job that runs the copier
+credentials (S3 keys, or a Hugging Face or ModelScope token), and a CPU-only Job that runs the copier
 (`python -m datasets.copier`).
 
 Pure like deploy.render: no settings, no database, no I/O. The Job never requests a GPU and
@@ -31,14 +31,14 @@ class PrewarmSpec:
     claim_name: str  # the cluster-local copy, mounted read-only by services
     cache_size: str
     image: str  # the console image, which carries the copier
-    source: Literal["s3", "nfs", "hf"]
+    source: Literal["s3", "nfs", "hf", "modelscope"]
     s3_url: str = ""  # s3://bucket/prefix
     s3_endpoint: str = ""
     s3_region: str = ""
     s3_path_style: bool = False
-    hub_repo: str = ""  # owner/name
+    hub_repo: str = ""  # owner/name (Hugging Face or ModelScope)
     hub_revision: str = "main"
-    hub_endpoint: str = ""  # empty: https://huggingface.co
+    hub_endpoint: str = ""  # empty: https://huggingface.co or https://www.modelscope.cn
     nfs_server: str = ""
     nfs_path: str = ""
     storage_class: str = ""
@@ -88,6 +88,8 @@ def _secret_values(spec: PrewarmSpec, credentials: dict[str, str]) -> dict[str, 
     """The environment the copier reads its credentials from."""
     if spec.source == "hf":
         data = {"HF_TOKEN": credentials.get("hub_token", "")}
+    elif spec.source == "modelscope":  # the variable the modelscope client reads too
+        data = {"MODELSCOPE_API_TOKEN": credentials.get("hub_token", "")}
     elif credentials:
         data = {
             "AWS_ACCESS_KEY_ID": credentials.get("s3_access_key", ""),
@@ -127,8 +129,10 @@ def _copier_args(spec: PrewarmSpec) -> list[str]:
     source = {"s3": spec.s3_url, "hf": f"hf://{spec.hub_repo}@{spec.hub_revision or 'main'}"}.get(
         spec.source, SOURCE_MOUNT
     )
+    if spec.source == "modelscope":
+        source = f"modelscope://{spec.hub_repo}@{spec.hub_revision or 'master'}"
     args = [f"--source={source}", f"--dest={CACHE_MOUNT}", f"--workers={spec.workers}"]
-    if spec.source == "hf" and spec.hub_endpoint:
+    if spec.source in ("hf", "modelscope") and spec.hub_endpoint:
         args.append(f"--endpoint-url={spec.hub_endpoint}")
     if spec.source == "s3":
         if spec.s3_endpoint:

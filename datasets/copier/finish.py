@@ -8,11 +8,14 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 from datasets.copier.errors import CopierError
 from datasets.copier.plan import Destination, Manifest, SourceFile
 from datasets.copier.progress import Progress
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
 
 MAX_FAILURES_SHOWN = 5
 
@@ -37,6 +40,7 @@ class Finisher:
         *,
         expected_md5: Callable[[SourceFile], str | None] | None = None,
         workers: int = 4,
+        in_place: bool = False,
     ) -> None:
         self.dest = dest
         self.manifest = manifest
@@ -49,15 +53,35 @@ class Finisher:
         self.md5_unverifiable = 0
         self._lock = threading.Lock()
         self._no_space: OSError | None = None
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="verify") if expected_md5 else None
+        self._pool: ThreadPoolExecutor | None = None
+        if expected_md5 is not None:
+            # Imported here: concurrent.futures (and the logging it pulls in) would delay every
+            # copier's start, and only hashing needs a pool.
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(workers, thread_name_prefix="verify")
         self._futures: list[Future[None]] = []
         self._folders: set[str] = set()
+        self._root, self._partial_root = os.fspath(dest.root), os.fspath(dest.partial_root)
+        # in_place: the tool already wrote the file under its final name, whole (s5cmd writes a
+        # temporary file beside it and renames it when complete), so there is nothing to move.
+        self.in_place = in_place
 
     def staged(self, file: SourceFile) -> None:
         if self._pool is not None:
             self._futures.append(self._pool.submit(self.finish, file))
         else:
             self.finish(file)
+
+    def staged_batch(self, files: list[SourceFile]) -> None:
+        """Several files at once: one journal write and one progress update for the lot."""
+        if self._pool is not None:
+            for file in files:
+                self.staged(file)
+            return
+        placed = [file for file in files if self._place(file)]
+        if placed:
+            self._record(placed)
 
     def close(self) -> None:
         """Wait for verifications still running; raises NoSpace if a rename hit a full disk."""
@@ -75,18 +99,28 @@ class Finisher:
             self.failed.add(path)
 
     def finish(self, file: SourceFile) -> None:
+        if self._place(file):
+            self._record([file])
+
+    def _place(self, file: SourceFile) -> bool:
+        """Check the copy and rename it to its final name (unless it is there); False if it failed.
+
+        A copy that fails a check is removed, so a file under its final name that is not in the
+        manifest is at worst copied again, never trusted."""
         # Plain strings, not pathlib: this runs once per file, thousands of times.
-        partial = os.path.join(self.dest.partial_root, file.path)
-        final = os.path.join(self.dest.root, file.path)
+        final = f"{self._root}/{file.path}"
+        partial = final if self.in_place else f"{self._partial_root}/{file.path}"
         try:
             size = os.stat(partial).st_size
             if size != file.size:
                 # The object changed between listing and copying, or the copy is short.
                 self.fail(file.path, f"copied {size} bytes, the source listed {file.size}")
                 os.unlink(partial)
-                return
+                return False
             if self.expected_md5 is not None:
                 self._check_md5(file, partial)
+            if self.in_place:
+                return True
             folder = os.path.dirname(final)
             if folder not in self._folders:
                 os.makedirs(folder, exist_ok=True)
@@ -96,18 +130,22 @@ class Finisher:
             self.fail(file.path, str(exc))
             with contextlib.suppress(OSError):
                 os.unlink(partial)
-            return
+            return False
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 self._no_space = exc
             self.fail(file.path, exc.strerror or str(exc))
-            return
-        with self._lock:
-            self.manifest.record(file)
-            self.finished.add(file.path)
-        self.progress.file_finished(file.size)
+            return False
+        return True
 
-    def _check_md5(self, file: SourceFile, partial: os.PathLike[str]) -> None:
+    def _record(self, files: list[SourceFile]) -> None:
+        """After the renames, never before: a kill in between only means copying them again."""
+        with self._lock:
+            self.manifest.record_many(files)
+            self.finished.update(file.path for file in files)
+        self.progress.files_finished(len(files), sum(file.size for file in files))
+
+    def _check_md5(self, file: SourceFile, partial: str) -> None:
         assert self.expected_md5 is not None
         expected = self.expected_md5(file)
         if expected is None:

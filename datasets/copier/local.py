@@ -12,7 +12,6 @@ import errno
 import os
 import shutil
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 
 from datasets.copier.errors import CopierError
@@ -75,6 +74,9 @@ def expected_md5(file: SourceFile) -> str | None:
 def copy(
     to_copy: list[SourceFile], dest: Destination, finisher: Finisher, progress: Progress, *, workers: int
 ) -> None:
+    # Imported here, not at the top: an S3 copy does not need it (see finish.py).
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
     stop = threading.Event()
     progress.start()
     # Big files first: the tail of the run is then many small files spread over all workers.

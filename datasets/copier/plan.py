@@ -3,10 +3,12 @@
 The destination is a cache folder owned by the copier. Besides the copied tree it holds:
 - `.prewarm-manifest.json`: path -> size plus the source's version of it (S3 ETag, or the
   object's LastModified when the server gives no ETag; mtime for local sources);
-- `.prewarm-journal.jsonl`: one line appended per file finished (or removed) since the manifest
-  was last written, so a killed copier loses nothing it had finished;
-- `.prewarm-partial/`: temporary files of the copy in progress, renamed into place once their
-  size is verified (a file at its final name is always complete);
+- `.prewarm-journal.jsonl`: one line appended per batch of files finished (or removed) since
+  the manifest was last written, so a killed copier loses nothing it had finished;
+- `.prewarm-partial/`: there while a copy runs (found at the start, it says the last run was cut
+  short); local and hub copies write their temporary files in it and rename them into place
+  once checked. s5cmd writes beside the final name instead (`name<digits>`, renamed when
+  complete), so a file at its final name is always complete either way;
 - `.prewarm-lock`: held while a copier works here (also by its s5cmd child).
 """
 
@@ -33,6 +35,7 @@ PARTIAL = ".prewarm-partial"
 LOCK = ".prewarm-lock"
 RESERVED = {MANIFEST, JOURNAL, PARTIAL, LOCK}
 LOCK_WAIT_SECONDS = 30.0
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps with options builds one per call
 
 
 @dataclass(frozen=True)
@@ -48,12 +51,12 @@ class SourceFile:
 
 def safe_relative_path(path: str) -> bool:
     """False for paths that would land outside the destination or on the copier's own files."""
-    parts = path.split("/")
-    if not path or path.startswith("/") or "\0" in path:
+    # Called twice per file: string tests first, splitting only when a "." could make a part.
+    if not path or path[0] == "/" or path[-1] == "/" or "//" in path or "\0" in path:
         return False
-    if any(part in ("", ".", "..") for part in parts):
+    if "." in path and any(part in (".", "..") for part in path.split("/")):
         return False
-    return parts[0] not in RESERVED
+    return path.partition("/")[0] not in RESERVED
 
 
 class Destination:
@@ -113,6 +116,35 @@ class Destination:
         file), so they go; the files that run finished are already at their final names."""
         shutil.rmtree(self.partial_root, ignore_errors=True)
 
+    def begin(self) -> bool:
+        """Clear what an interrupted run left in the temporary folder and create it afresh; it
+        stays while this run copies, so finding it at the start means the last run was cut
+        short. True then: s5cmd's own temporary files may be lying next to the final ones."""
+        interrupted = self.partial_root.exists()
+        self.clear_partial()
+        self.partial_root.mkdir()
+        return interrupted
+
+    def sweep_s5cmd_leftovers(self, listed: set[str]) -> int:
+        """Remove what a killed s5cmd left: it downloads `dir/name` into a temporary `dir/name<digits>`
+        and renames it when complete. Only unlisted names that are a listed path plus digits go.
+        Returns how many."""
+        # os.CreateTemp puts the digits in place of the last "*" of a name that has one.
+        starred = [(p[: p.rindex("*")], p[p.rindex("*") + 1 :]) for p in listed if "*" in p]
+        removed = 0
+        for folder, subfolders, names in os.walk(self.root):
+            relative_folder = os.path.relpath(folder, self.root).replace(os.sep, "/") + "/"
+            if relative_folder == "./":
+                subfolders[:] = [d for d in subfolders if d not in RESERVED]
+                relative_folder = ""
+            for name in names:
+                path = relative_folder + name
+                if path not in listed and _s5cmd_temporary(path, listed, starred):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(folder, name))
+                        removed += 1
+        return removed
+
     def remove(self, path: str) -> None:
         target = self.final(path)
         with contextlib.suppress(FileNotFoundError):
@@ -153,34 +185,42 @@ class Manifest:
             with open(dest.root / JOURNAL) as journal:
                 for line in journal:
                     try:
-                        entry = json.loads(line)
+                        entries = json.loads(line)
                     except ValueError:
                         continue  # a line cut short by a kill
-                    if entry.get("deleted"):
-                        files.pop(entry["path"], None)
-                    else:
-                        files[entry["path"]] = entry["record"]
+                    for entry in entries if isinstance(entries, list) else [entries]:
+                        if entry.get("deleted"):
+                            files.pop(entry["path"], None)
+                        else:
+                            files[entry["path"]] = entry["record"]
         except OSError:
             pass
         return cls(dest, source, files)
 
-    def _append(self, entry: dict[str, Any]) -> None:
+    def _append(self, entries: list[dict[str, Any]]) -> None:
         if self._journal_fd is None:
             self._journal_fd = os.open(
                 self.dest.root / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
             )
-        # One write of one line on an O_APPEND descriptor: lines from threads never interleave.
-        os.write(self._journal_fd, (json.dumps(entry, separators=(",", ":")) + "\n").encode())
+        # A batch is one line, a JSON list, in one write on an O_APPEND descriptor: lines from
+        # threads never interleave, and a kill mid-write only loses that batch (copied again).
+        data = (_ENCODE(entries) + "\n").encode()
+        while data:
+            data = data[os.write(self._journal_fd, data) :]
 
-    def record(self, file: SourceFile) -> None:
-        """Called after the file is renamed into place, never before: a kill in between only
-        means the file is copied again next time."""
-        self.files[file.path] = file.record()
-        self._append({"path": file.path, "record": file.record()})
+    def record_many(self, files: list[SourceFile]) -> None:
+        """Called after the files are renamed into place, never before: a kill in between only
+        means they are copied again next time."""
+        entries = []
+        for file in files:
+            record = file.record()
+            self.files[file.path] = record
+            entries.append({"path": file.path, "record": record})
+        self._append(entries)
 
     def forget(self, path: str) -> None:
         self.files.pop(path, None)
-        self._append({"path": path, "deleted": True})
+        self._append([{"path": path, "deleted": True}])
 
     def save(self) -> None:
         data = {"version": 1, "source": self.source, "files": dict(sorted(self.files.items()))}
@@ -237,6 +277,16 @@ def make_plan(listed: list[SourceFile], manifest: Manifest, dest: Destination) -
         if path not in present:
             plan.removed.append((path, int(record.get("size", 0))))
     return plan
+
+
+def _s5cmd_temporary(path: str, listed: set[str], starred: list[tuple[str, str]]) -> bool:
+    digits = len(path) - len(path.rstrip("0123456789"))
+    if any(path[:-k] in listed for k in range(1, digits + 1)):
+        return True
+    return any(
+        path.startswith(head) and path.endswith(tail) and path[len(head) : len(path) - len(tail)].isdigit()
+        for head, tail in starred
+    )
 
 
 def _size_on_disk(path: Path) -> int:

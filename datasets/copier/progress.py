@@ -94,14 +94,18 @@ class Progress:
         self._last_bytes_done = bytes_skipped
         self.started = started  # when bytes began to move (s5cmd may start before the plan)
 
-    def file_finished(self, size: int) -> None:
+    def files_finished(self, count: int, size: int) -> None:
         with self._lock:
-            self.files_done += 1
+            self.files_done += count
             self.bytes_finished += size
 
-    def start(self) -> None:
+    def start(self, in_flight: Callable[[], int] | None = None) -> None:
+        """`in_flight`: how the copy in progress counts bytes not yet in finished files, if not
+        the way given to the constructor."""
         if self._thread is not None:
             return
+        if in_flight is not None:
+            self._in_flight = in_flight
         if self.started is None:
             self.started = time.monotonic()
         self._samples.append((self.started, self._base_bytes))

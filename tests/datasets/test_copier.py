@@ -295,8 +295,11 @@ def test_a_killed_copy_resumes_with_only_the_missing_files(
     for child in children:
         assert exited_within(child, timeout=10)
     assert lock_released(dest, timeout=10)
-    # s5cmd's temporary files are named like shard-3.bin123456.
-    in_flight = {p.name.split(".bin")[0] for p in (dest / ".prewarm-partial").rglob("shard-*")}
+    # s5cmd writes shard-3.bin into a temporary shard-3.bin123456 beside it and renames it when
+    # complete; the kill leaves that temporary file behind.
+    temporary = [p.name for p in dest.glob("shard-*.bin[0-9]*")]
+    assert temporary, "no copy was in flight when the copier was killed"
+    in_flight = {name.split(".bin")[0] for name in temporary}
     started = in_flight | {p.stem for p in dest.glob("shard-*.bin")}
     complete = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in dest.glob("shard-*.bin")}
     assert len(complete) >= 2 and len(started) < len(files), (complete, started)
@@ -309,6 +312,7 @@ def test_a_killed_copy_resumes_with_only_the_missing_files(
     assert plan["files_skipped"] == len(complete)
     assert plan["files_to_copy"] == len(files) - len(complete)
     assert plan["bytes_skipped"] == len(complete) * 32 * MiB
+    # The killed s5cmd's temporary files are gone too.
     assert tree(dest) == {path.removeprefix("big/"): data for path, data in files.items()}
     for name, identity in complete.items():
         assert ((dest / name).stat().st_ino, (dest / name).stat().st_mtime_ns) == identity
@@ -414,7 +418,7 @@ def test_a_local_folder_is_copied_and_then_copied_incrementally(tmp_path):
 
     hit = copy_local(source, dest)
     assert (hit.first("plan")["files_skipped"], hit.first("plan")["files_to_copy"]) == (4, 0)
-    assert hit.last["seconds"] < 1.0
+    assert hit.last["files_copied"] == 0  # how long it takes is measured by bench/prewarm.py
 
     # Same size, newer mtime: copied again. Different size: copied. Deleted: removed.
     vocab = source / "tokenizer/vocab.txt"
@@ -456,3 +460,35 @@ def test_folders_whose_objects_all_need_copying_become_one_wildcard():
     ]
     everything = [SourceFile(p, 1, {}, f"models/m/{p}") for p in listed]
     assert commands(source, everything, listed, Path("/p")) == ['cp "s3://bkt/models/m/*" "/p/"']
+
+
+def test_a_prefix_with_glob_characters_is_listed_literally(s3_server, s3_bucket, tmp_path):
+    # s5cmd reads "[" in a pattern as a glob: the copier lists from before it and filters.
+    s3_server.put_file(s3_bucket, "runs/v[1]/model.bin", b"one")
+    s3_server.put_file(s3_bucket, "runs/v1/model.bin", b"not this")
+    s3_server.put_file(s3_bucket, "runs/v[1]-old/model.bin", b"nor this")
+    run = copy_s3(s3_server, s3_bucket, "runs/v[1]", tmp_path / "cache")
+    assert run.returncode == 0, run.events
+    assert run.first("plan")["files_total"] == 1
+    assert tree(tmp_path / "cache") == {"model.bin": b"one"}
+
+
+def test_the_sweep_removes_only_what_a_killed_s5cmd_leaves(tmp_path):
+    from datasets.copier.plan import Destination
+
+    files = {
+        "a/model.bin": b"whole",
+        "a/model.bin4026531": b"half",  # s5cmd's temporary file of a/model.bin
+        "a/shard-1": b"whole",
+        "a/shard-12": b"a listed file whose name is another's plus digits",
+        "a/shard-1999": b"half",
+        "b/star*.json": b"{}",
+        "b/star77.json": b"half",  # os.CreateTemp puts the digits in place of the "*"
+        "b/notes2024": b"not ours to judge: not a listed name plus digits",
+        ".prewarm-manifest.json": b"{}",
+    }
+    write_tree(tmp_path, files)
+    listed = {"a/model.bin", "a/shard-1", "a/shard-12", "b/star*.json"}
+    assert Destination(tmp_path).sweep_s5cmd_leftovers(listed) == 3
+    left = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
+    assert left == set(files) - {"a/model.bin4026531", "a/shard-1999", "b/star77.json"}

@@ -14,7 +14,7 @@ from django.conf import settings
 
 from deploy.clusters.base import LABEL_MANAGED_BY, MANAGED_BY, PermanentClusterError
 from deploy.clusters.simulated import SimulatedCluster
-from deploy.clusters.simulated.jobs import _alive
+from deploy.clusters.simulated.jobs import alive
 from deploy.models import SimulatedObject, SimulatedPod
 from deploy.prewarm import LABEL_DATASET, PrewarmSpec, render_prewarm
 from tests.stack import wait_for
@@ -147,11 +147,11 @@ def test_deleting_a_job_stops_its_process_and_removes_its_pods(cluster, tmp_path
         what="the sleeper to run",
     )
     pid = int((tmp_path / "state" / "pods" / NS / job.pod / "pid").read_text())
-    assert _alive(pid)
+    assert alive(pid)
 
     cluster.delete_labelled(NS, {"test": "sleeper"}, ("Job",))
 
-    assert not _alive(pid)
+    assert not alive(pid)
     assert not cluster.observe_job(NS, "sleeper").found
     assert not SimulatedPod.objects.filter(job="sleeper").exists()
     with pytest.raises(PermanentClusterError):
