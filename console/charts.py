@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
-from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
+from django.utils.html import escape, format_html, format_html_join
+from django.utils.safestring import SafeString, mark_safe
 
 
 def bar_chart(
@@ -44,3 +45,61 @@ def bar_chart(
 
 def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 10 or value == int(value) else f"{value:.2f}"
+
+
+# --- A queue's GPU use over time: one panel per flavor, the used line under the quota line ---
+WIDTH, HEIGHT = 560, 120
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 36, 8, 18, 20
+
+
+def _points(values: list[tuple[float, float]]) -> str:
+    return " ".join(f"{x:.1f},{y:.1f}" for x, y in values)
+
+
+def gpu_usage_svg(flavor: str, points: list[dict], *, start: datetime, end: datetime) -> SafeString:
+    """One panel: GPUs used (filled line) and quota (dashed) from `start` to `end`."""
+    span = max((end - start).total_seconds(), 1.0)
+    top = max([1] + [max(p["gpus_used"], p["gpus_quota"]) for p in points])
+    inner_w = WIDTH - PAD_LEFT - PAD_RIGHT
+    inner_h = HEIGHT - PAD_TOP - PAD_BOTTOM
+
+    def xy(point: dict, key: str) -> tuple[float, float]:
+        x = PAD_LEFT + inner_w * min(max((point["at"] - start).total_seconds() / span, 0.0), 1.0)
+        y = PAD_TOP + inner_h * (1 - point[key] / top)
+        return x, y
+
+    used = [xy(p, "gpus_used") for p in points]
+    quota = [xy(p, "gpus_quota") for p in points]
+    base = PAD_TOP + inner_h
+    parts = [
+        f'<svg class="usage-chart" role="img" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" '
+        f'preserveAspectRatio="none" data-flavor="{escape(flavor)}" data-points="{len(points)}">',
+        f"<title>GPUs used vs quota in flavor {escape(flavor)}</title>",
+        f'<text x="{PAD_LEFT}" y="12" font-size="11">{escape(flavor)}: GPUs used '
+        f"{points[-1]['gpus_used'] if points else 0} of {points[-1]['gpus_quota'] if points else 0}</text>",
+        f'<line x1="{PAD_LEFT}" y1="{base}" x2="{WIDTH - PAD_RIGHT}" y2="{base}" stroke="#999"/>',
+        f'<text x="{PAD_LEFT - 4}" y="{PAD_TOP + 4}" font-size="10" text-anchor="end">{top}</text>',
+        f'<text x="{PAD_LEFT - 4}" y="{base}" font-size="10" text-anchor="end">0</text>',
+        f'<text x="{PAD_LEFT}" y="{HEIGHT - 4}" font-size="10">{start:%H:%M}</text>',
+        f'<text x="{WIDTH - PAD_RIGHT}" y="{HEIGHT - 4}" font-size="10" text-anchor="end">'
+        f"{end:%H:%M} UTC</text>",
+    ]
+    if used:
+        area = [(used[0][0], base), *used, (used[-1][0], base)]
+        parts.append(
+            f'<polygon class="used-area" points="{_points(area)}" fill="#4a90d9" fill-opacity="0.25"/>'
+        )
+        parts.append(
+            f'<polyline class="used" points="{_points(used)}" fill="none" stroke="#4a90d9" stroke-width="2"/>'
+        )
+        parts.append(
+            f'<polyline class="quota" points="{_points(quota)}" fill="none" stroke="#c0392b" '
+            'stroke-dasharray="4 3" stroke-width="1.5"/>'
+        )
+    else:
+        parts.append(
+            f'<text x="{WIDTH / 2}" y="{base - inner_h / 2}" font-size="11" text-anchor="middle">'
+            "no samples yet</text>"
+        )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - numbers we format and escaped names only

@@ -33,8 +33,10 @@ API_VERSION = "kueue.x-k8s.io/v1beta2"
 # The queue an object belongs to (ClusterQueue and its LocalQueues). Not to be confused with
 # deploy.render.LABEL_QUEUE, Kueue's own kueue.x-k8s.io/queue-name label on a service's pods.
 LABEL_QUEUE = "inference.console/queue"
-# Set by the API server on every namespace (Kubernetes 1.21+), so it selects namespaces by name.
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# The console's own name label on the namespaces it manages (render_namespaces): ClusterQueues
+# select namespaces by it. Not kubernetes.io/metadata.name: the API server sets that one only
+# from Kubernetes 1.21 on (the test cluster is 1.20).
+NAMESPACE_LABEL = "inference.console/namespace"
 # One resource group covering all three: every flavor of a queue lists all of them, in this
 # order (a CEL rule wants the same count; Kueue's webhook wants the same names in order).
 COVERED_RESOURCES = (GPU_RESOURCE, "cpu", "memory")
@@ -163,7 +165,7 @@ def render_cluster_queue(queue: QueueSpec) -> Obj:
         # No namespaces: no selector at all, which Kueue reads as "no namespace" ({} is "all").
         spec["namespaceSelector"] = {
             "matchExpressions": [
-                {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": sorted(queue.namespaces)}
+                {"key": NAMESPACE_LABEL, "operator": "In", "values": sorted(queue.namespaces)}
             ]
         }
     if queue.cohort:
@@ -203,6 +205,20 @@ def render_local_queues(queue: QueueSpec) -> list[Obj]:
 def render_queue(queue: QueueSpec) -> list[Obj]:
     """The queue's objects in apply order: the ClusterQueue, then its LocalQueues."""
     return [render_cluster_queue(queue), *render_local_queues(queue)]
+
+
+def render_namespaces(namespaces: tuple[str, ...] | list[str] | set[str]) -> list[Obj]:
+    """The namespaces carrying the console's name label (NAMESPACE_LABEL), for server-side apply
+    before the LocalQueues: apply creates a missing namespace and only adds the label to an
+    existing one (the console owns that label and nothing else of it)."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {NAMESPACE_LABEL: namespace}},
+        }
+        for namespace in sorted(set(namespaces))
+    ]
 
 
 def render_priority_class(priority_class: PriorityClassSpec) -> Obj:

@@ -50,6 +50,27 @@ class EventObservation:
 
 
 @dataclass(frozen=True)
+class KueueWorkloadObservation:
+    """Kueue's verdict on one pod (its pod-integration Workload), read only where Kueue's
+    Workload kind is served. See deploy/clusters/kubernetes/workloads.py."""
+
+    name: str  # the Workload
+    pod: str  # the pod it stands for
+    # Pending | Inadmissible | QuotaReserved | Admitted | Evicted | Deactivated | Finished
+    state: str = "Pending"
+    reason: str = ""  # Kueue's condition reason, e.g. Pending, Inadmissible, Preempted
+    message: str = ""  # Kueue's words, e.g. "couldn't assign flavors to pod set main: ..."
+    queue: str = ""  # the LocalQueue (kueue.x-k8s.io/queue-name)
+    cluster_queue: str = ""  # status.admission.clusterQueue once quota is reserved
+    flavors: tuple[tuple[str, str], ...] = ()  # (resource, flavor) Kueue assigned
+
+    @property
+    def holds_pod(self) -> bool:
+        """Kueue keeps the pod from starting (gated) in these states."""
+        return self.state in {"Pending", "Inadmissible", "QuotaReserved", "Evicted", "Deactivated"}
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything seen for one service's objects (selected by the console's labels)."""
 
@@ -64,6 +85,8 @@ class Observation:
     events: tuple[EventObservation, ...] = ()
     other_objects: int = 0  # Services/ConfigMaps/... still present (used while deleting)
     observed_at: datetime | None = None
+    # Kueue's Workloads for the pods (empty where Kueue is not installed).
+    workloads: tuple[KueueWorkloadObservation, ...] = ()
 
     @property
     def anything_left(self) -> bool:

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.observation import ContainerObservation, Observation, PodObservation
+from deploy.observation import ContainerObservation, KueueWorkloadObservation, Observation, PodObservation
 
 # Container waiting reasons that mean "this will not get better by waiting".
 IMAGE_PULL_REASONS = {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
 CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+# Reasons of a service whose pods Kueue holds back: waiting, not stuck. Such a service is Queued
+# with its objects applied, unlike one the console's own admission check holds before applying.
+KUEUE_WAITING_REASONS = {"WaitingForQuota", "WaitingForAdmissionChecks", "Preempted", "Evicted"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,15 @@ def derive_status(obs: Observation, *, desired_replicas: int) -> DerivedStatus:
     problem = _first_problem(current)
     if ready >= desired_replicas and obs.updated_replicas >= desired_replicas:
         return DerivedStatus("Running", "Ready", f"{ready}/{desired_replicas} replicas ready.", ready)
+    held = _kueue_hold(current, obs.workloads)
+    if held is not None:
+        # Kueue gates the pod: the scheduler never saw it, so Kueue's verdict is the reason.
+        reason, message = held
+        if ready > 0:
+            return DerivedStatus(
+                "Degraded", reason, f"{ready}/{desired_replicas} replicas ready. {message}", ready
+            )
+        return DerivedStatus("Queued", reason, message, ready)
     if problem is not None:
         reason, message = problem
         if ready > 0:
@@ -52,6 +64,43 @@ def derive_status(obs: Observation, *, desired_replicas: int) -> DerivedStatus:
     if not current:
         return DerivedStatus("Deploying", "CreatingPods", "Waiting for pods to be created.", ready)
     return DerivedStatus("Starting", *_starting_reason(current, ready, desired_replicas), ready)
+
+
+def _kueue_hold(
+    pods: list[PodObservation], workloads: tuple[KueueWorkloadObservation, ...]
+) -> tuple[str, str] | None:
+    """The reason and message of the first not-running pod whose Kueue Workload holds it."""
+    held = {w.pod: w for w in workloads if w.holds_pod}
+    for pod in pods:
+        workload = held.get(pod.name)
+        if workload is None or pod.phase != "Pending" or pod.scheduled is True:
+            continue
+        return kueue_reason(workload)
+    return None
+
+
+def kueue_reason(workload: KueueWorkloadObservation) -> tuple[str, str]:
+    """Kueue's verdict on a pod as the service's reason and message, in Kueue's own words."""
+    where = f"queue {workload.queue}" if workload.queue else "its queue"
+    said = f": {workload.message}" if workload.message else "."
+    if workload.state == "Inadmissible":
+        return "Inadmissible", f"Kueue cannot admit pod {workload.pod} to {where}{said}"
+    if workload.state == "QuotaReserved":
+        cluster_queue = workload.cluster_queue or workload.queue
+        return (
+            "WaitingForAdmissionChecks",
+            f"Kueue reserved quota in ClusterQueue {cluster_queue} for pod {workload.pod}; "
+            f"waiting for its admission checks{said}",
+        )
+    if workload.state == "Evicted":
+        reason = "Preempted" if workload.reason == "Preempted" else "Evicted"
+        detail = f" ({workload.reason})" if workload.reason and reason == "Evicted" else ""
+        return reason, f"Kueue evicted pod {workload.pod}{detail}; it waits in {where} again{said}"
+    if workload.state == "Deactivated":
+        return "Deactivated", f"Kueue deactivated the workload of pod {workload.pod}{said}"
+    if workload.message:
+        return "WaitingForQuota", f"Pod {workload.pod} waits in Kueue {where}: {workload.message}"
+    return "WaitingForQuota", f"Pod {workload.pod} waits in Kueue {where} (not considered yet)."
 
 
 def _first_problem(pods: list[PodObservation]) -> tuple[str, str] | None:

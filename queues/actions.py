@@ -7,7 +7,7 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from queues.models import FlavorQuota, Queue, ResourceFlavor
+from queues.models import FlavorQuota, PriorityClass, Queue, ResourceFlavor
 
 QUEUE_FIELDS = ("name", "description", "cohort", "strategy")
 QUOTA_FIELDS = ("gpus", "cpu", "memory_gib", "gpu_borrowing_limit", "gpu_lending_limit")
@@ -98,8 +98,12 @@ def queue_update(*, queue: Queue, flavors: list[dict[str, Any]] | None = None, *
             queue.quotas.all().delete()
             for row in rows:
                 row.save()
-        transaction.on_commit(lambda: _enqueue_apply(queue.id))
+        reapply_queues(Queue.objects.filter(id=queue.id))
+    queue.refresh_from_db(fields=["kueue_state", "kueue_message"])
     return queue
+
+
+FLAVOR_FIELDS = ("name", "description", "node_labels", "tolerations", "node_taints")
 
 
 def flavor_create(**fields: Any) -> ResourceFlavor:
@@ -107,6 +111,66 @@ def flavor_create(**fields: Any) -> ResourceFlavor:
     flavor.full_clean()
     flavor.save()
     return flavor
+
+
+def flavor_update(
+    *,
+    flavor: ResourceFlavor,
+    description: str | None = None,
+    node_labels: dict[str, str] | None = None,
+    tolerations: list[dict] | None = None,
+    node_taints: list[dict] | None = None,
+) -> ResourceFlavor:
+    """Change a flavor (None: keep that field; the name is fixed, it names the Kueue object) and
+    re-apply the Kueue objects of every queue with a quota in it."""
+    changes = {
+        "description": description,
+        "node_labels": node_labels,
+        "tolerations": tolerations,
+        "node_taints": node_taints,
+    }
+    for name, value in changes.items():
+        if value is not None:
+            setattr(flavor, name, value)
+    flavor.full_clean()
+    with transaction.atomic():
+        flavor.save()
+        reapply_queues(Queue.objects.filter(quotas__flavor=flavor).distinct())
+    return flavor
+
+
+def priority_class_create(*, name: str, value: int, description: str = "") -> PriorityClass:
+    """A priority class, applied with every queue (each queue's objects carry them all)."""
+    priority_class = PriorityClass(name=name, value=value, description=description)
+    priority_class.full_clean()
+    with transaction.atomic():
+        priority_class.save()
+        reapply_queues(Queue.objects.all())
+    return priority_class
+
+
+def priority_class_update(
+    *, priority_class: PriorityClass, value: int | None = None, description: str | None = None
+) -> PriorityClass:
+    if value is not None:
+        priority_class.value = value
+    if description is not None:
+        priority_class.description = description
+    priority_class.full_clean()
+    with transaction.atomic():
+        priority_class.save()
+        reapply_queues(Queue.objects.all())
+    return priority_class
+
+
+def reapply_queues(queues: Any) -> None:
+    """Mark the queues' Kueue objects Pending and apply them after commit (one task per queue)."""
+    ids = list(queues.values_list("id", flat=True))
+    Queue.objects.filter(id__in=ids).update(
+        kueue_state=Queue.KueueState.PENDING, kueue_message="Waiting for the worker to apply the change."
+    )
+    for queue_id in ids:
+        transaction.on_commit(lambda queue_id=queue_id: _enqueue_apply(queue_id))
 
 
 def _enqueue_apply(queue_id: int) -> None:

@@ -4,7 +4,14 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from console.api import IsStaffOrReadOnly, ModelValidatedSerializer
-from queues.actions import QUEUE_FIELDS, QUOTA_FIELDS, flavor_create, queue_create, queue_update
+from queues.actions import (
+    QUEUE_FIELDS,
+    QUOTA_FIELDS,
+    flavor_create,
+    flavor_update,
+    queue_create,
+    queue_update,
+)
 from queues.models import FlavorQuota, Queue, ResourceFlavor
 from queues.selectors import queue_workloads, queues_with_usage, usage_by_flavor
 
@@ -12,7 +19,12 @@ from queues.selectors import queue_workloads, queues_with_usage, usage_by_flavor
 class FlavorSerializer(ModelValidatedSerializer):
     class Meta:
         model = ResourceFlavor
-        fields = ("id", "name", "description", "node_labels", "tolerations", "created_at")
+        fields = ("id", "name", "description", "node_labels", "tolerations", "node_taints", "created_at")
+
+    def validate_name(self, value: str) -> str:
+        if self.instance is not None and value != self.instance.name:
+            raise serializers.ValidationError("Fixed once created: it names the Kueue ResourceFlavor.")
+        return value
 
 
 class FlavorQuotaSerializer(serializers.ModelSerializer):
@@ -108,9 +120,15 @@ class QueueViewSet(viewsets.ModelViewSet):
 
 
 class FlavorViewSet(
-    mixins.CreateModelMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet
+    mixins.CreateModelMixin,
+    mixins.ListModelMixin,
+    mixins.RetrieveModelMixin,
+    mixins.UpdateModelMixin,
+    viewsets.GenericViewSet,
 ):
-    """Resource flavors: kinds of nodes (node labels, tolerations). Staff create them."""
+    """Resource flavors: kinds of nodes (node labels, node taints, tolerations). Staff create and
+    change them (PUT/PATCH; the name is fixed); a change re-applies the Kueue objects of every
+    queue with a quota in the flavor."""
 
     serializer_class = FlavorSerializer
     permission_classes = [IsStaffOrReadOnly]
@@ -119,3 +137,7 @@ class FlavorViewSet(
 
     def perform_create(self, serializer):
         serializer.instance = flavor_create(**serializer.validated_data)
+
+    def perform_update(self, serializer):
+        fields = {k: v for k, v in serializer.validated_data.items() if k != "name"}
+        serializer.instance = flavor_update(flavor=serializer.instance, **fields)

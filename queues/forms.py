@@ -47,6 +47,33 @@ def format_node_labels(labels: dict[str, str]) -> str:
     return "\n".join(f"{key}={value}" for key, value in (labels or {}).items())
 
 
+def parse_node_taints(text: str) -> list[dict]:
+    """kubectl-taint-like lines: key=value:Effect or key:Effect (the effect is required)."""
+    taints = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        head, sep, effect = line.rpartition(":")
+        if not sep or not head:
+            raise ValidationError(
+                f"Line {number}: write key=value:Effect or key:Effect, e.g. dedicated=h100:NoSchedule."
+            )
+        key, eq, value = head.partition("=")
+        taint = {"key": key.strip(), "effect": effect.strip()}
+        if eq:
+            taint["value"] = value.strip()
+        taints.append(taint)
+    return taints
+
+
+def format_node_taints(taints: list[dict]) -> str:
+    return "\n".join(
+        f"{t.get('key', '')}{'=' + t['value'] if t.get('value') else ''}:{t.get('effect', '')}"
+        for t in taints or []
+    )
+
+
 def format_tolerations(tolerations: list[dict]) -> str:
     lines = []
     for t in tolerations or []:
@@ -72,16 +99,54 @@ class FlavorForm(forms.ModelForm):
         "(any value).",
     )
 
+    node_taints = forms.CharField(
+        required=False,
+        label="Node taints",
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "dedicated=h100:NoSchedule"}),
+        help_text="Taints these nodes carry, one per line: 'key=value:Effect' or 'key:Effect'. "
+        "Services placed on this flavor get tolerations for them.",
+    )
+
     class Meta:
         model = ResourceFlavor
-        fields = ("name", "description", "node_labels", "tolerations")
+        fields = ("name", "description", "node_labels", "tolerations", "node_taints")
         widgets = {"description": forms.TextInput()}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.editing = self.instance.pk is not None
+        if self.editing:
+            self.fields["name"].disabled = True
+            self.fields["name"].help_text = "Fixed once created: it names the Kueue ResourceFlavor."
+            # The text boxes show the stored JSON in the form's own line syntax.
+            self.initial.update(
+                node_labels=format_node_labels(self.instance.node_labels),
+                tolerations=format_tolerations(self.instance.tolerations),
+                node_taints=format_node_taints(self.instance.node_taints),
+            )
 
     def clean_node_labels(self) -> dict[str, str]:
         return parse_node_labels(self.cleaned_data.get("node_labels", ""))
 
     def clean_tolerations(self) -> list[dict]:
         return parse_tolerations(self.cleaned_data.get("tolerations", ""))
+
+    def clean_node_taints(self) -> list[dict]:
+        return parse_node_taints(self.cleaned_data.get("node_taints", ""))
+
+    def flavor_fields(self) -> dict[str, Any]:
+        fields = dict(self.cleaned_data)
+        if self.editing:
+            fields.pop("name", None)
+        return fields
+
+    def add_action_errors(self, exc: ValidationError) -> None:
+        """The model's errors next to the fields they are about."""
+        if not hasattr(exc, "error_dict"):
+            self.add_error(None, exc)
+            return
+        for field, messages in exc.message_dict.items():
+            self.add_error(field if field in self.fields else None, messages)
 
 
 class QueueForm(forms.ModelForm):

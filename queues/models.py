@@ -8,10 +8,42 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from console.validators import node_label_problems, toleration_problems, validate_dns_label
+from console.validators import (
+    LABEL_VALUE,
+    QUALIFIED_NAME,
+    node_label_problems,
+    toleration_problems,
+    validate_dns_label,
+)
 
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GIB = 2**30
+# A node taint's effects (a taint always has one, unlike a toleration).
+NODE_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def node_taint_problems(taints: object) -> list[str]:
+    """What is wrong with a list of {key, value, effect} node taints, one sentence each."""
+    if not isinstance(taints, list):
+        return ["Give a list of {key, value, effect} taints."]
+    problems = []
+    for taint in taints:
+        if not isinstance(taint, dict) or not set(taint) <= {"key", "value", "effect"}:
+            problems.append("Each taint has a key, an optional value and an effect.")
+            continue
+        key, value, effect = taint.get("key", ""), taint.get("value", ""), taint.get("effect", "")
+        if not isinstance(key, str) or not QUALIFIED_NAME.match(key):
+            problems.append(f"{key!r} is not a valid taint key.")
+        if not isinstance(value, str) or not LABEL_VALUE.match(value):
+            problems.append(f"Taint value {value!r} is not a valid label value.")
+        if effect not in NODE_TAINT_EFFECTS:
+            problems.append(
+                f"Taint {key}: effect {effect!r} must be NoSchedule, PreferNoSchedule or NoExecute."
+            )
+    keys = [(t.get("key"), t.get("effect")) for t in taints if isinstance(t, dict)]
+    if len(keys) != len(set(keys)):
+        problems.append("A taint key and effect may be given only once.")
+    return problems
 
 
 class ResourceFlavor(models.Model):
@@ -37,6 +69,14 @@ class ResourceFlavor(models.Model):
         help_text='Tolerations for the taints these nodes carry, e.g. [{"key": "nvidia.com/gpu", '
         '"operator": "Exists", "effect": "NoSchedule"}].',
     )
+    # Kueue's ResourceFlavor.spec.nodeTaints: Kueue admits a workload to the flavor only if it
+    # tolerates them; the console adds the matching tolerations to a service placed here.
+    node_taints = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Taints the nodes of this flavor carry, e.g. [{"key": "dedicated", "value": "h100", '
+        '"effect": "NoSchedule"}]. Services placed on the flavor tolerate them.',
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -51,6 +91,8 @@ class ResourceFlavor(models.Model):
             errors["node_labels"] = problems
         if problems := toleration_problems(self.tolerations):
             errors["tolerations"] = problems
+        if problems := node_taint_problems(self.node_taints):
+            errors["node_taints"] = problems
         if errors:
             raise ValidationError(errors)
 
@@ -58,10 +100,39 @@ class ResourceFlavor(models.Model):
     def gpu_product(self) -> str:
         return str((self.node_labels or {}).get(GPU_PRODUCT_LABEL, ""))
 
+    def pod_tolerations(self, existing: list[dict] | tuple[dict, ...] = ()) -> list[dict]:
+        """The tolerations a pod placed on this flavor gets: the flavor's own, plus one for each
+        node taint that neither those nor `existing` (the service's own) already tolerate."""
+        result = [dict(t) for t in self.tolerations or ()]
+        for taint in self.node_taints or ():
+            if not any(tolerates(t, taint) for t in (*result, *existing)):
+                toleration = {"key": taint["key"], "operator": "Equal" if taint.get("value") else "Exists"}
+                if taint.get("value"):
+                    toleration["value"] = taint["value"]
+                toleration["effect"] = taint["effect"]
+                result.append(toleration)
+        return result
+
+
+def tolerates(toleration: dict, taint: dict) -> bool:
+    """Kubernetes' rule: an empty key with Exists tolerates everything; else the keys match, the
+    effects match (or the toleration has none), and Exists or the same value."""
+    effect = toleration.get("effect", "")
+    if effect and effect != taint.get("effect"):
+        return False
+    operator = toleration.get("operator", "Equal")
+    key = toleration.get("key", "")
+    if not key:
+        return operator == "Exists"
+    if key != taint.get("key"):
+        return False
+    return operator == "Exists" or toleration.get("value", "") == taint.get("value", "")
+
 
 class Queue(models.Model):
     """A place services wait for GPUs (a Kueue ClusterQueue, with a LocalQueue of the same name in
-    the services' namespace). Its quota is a set of FlavorQuota rows, tried in order."""
+    the services' namespace and in the namespace of each team allowed to use it). Its quota is a
+    set of FlavorQuota rows, tried in order."""
 
     class Strategy(models.TextChoices):
         BEST_EFFORT_FIFO = "BestEffortFIFO", "Best-effort FIFO (a later service that fits may go first)"
@@ -95,6 +166,9 @@ class Queue(models.Model):
     kueue_state = models.CharField(max_length=16, choices=KueueState.choices, default=KueueState.PENDING)
     kueue_message = models.CharField(max_length=1000, blank=True)
     kueue_applied_at = models.DateTimeField(null=True, blank=True)
+    # The namespaces whose LocalQueue the last successful apply made: a namespace that drops out
+    # (its team left the queue) has its LocalQueue deleted by the next apply.
+    kueue_namespaces = models.JSONField(default=list, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -202,9 +276,50 @@ class Team(models.Model):
     max_services = models.PositiveIntegerField(
         null=True, blank=True, help_text="Live services the team may have. Empty: no cap."
     )
+    # Where the team's LocalQueues live. Services are all created in SERVICE_NAMESPACE today, so
+    # every queue also has a LocalQueue there; a team namespace lets the team's own workloads
+    # (or a future per-team service namespace) submit to the queue too.
+    namespace = models.CharField(
+        max_length=63,
+        blank=True,
+        validators=[validate_dns_label],
+        help_text="Namespace of the team's LocalQueues. Empty: the services' namespace.",
+    )
 
     class Meta:
         ordering = ["name"]
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def effective_namespace(self) -> str:
+        return self.namespace or settings.SERVICE_NAMESPACE
+
+
+class QueueUsageSample(models.Model):
+    """What one queue held in one flavor at one minute (queues.tasks.sample_queue_usage), for the
+    usage-over-time chart. Pruned after settings.QUEUE_USAGE_RETENTION_DAYS."""
+
+    queue = models.ForeignKey(Queue, on_delete=models.CASCADE, related_name="usage_samples")
+    flavor = models.ForeignKey(ResourceFlavor, on_delete=models.CASCADE, related_name="usage_samples")
+    at = models.DateTimeField()
+    gpus_used = models.PositiveIntegerField(default=0)
+    gpus_quota = models.PositiveIntegerField(default=0)
+    cpu_milli_used = models.BigIntegerField(default=0)
+    cpu_milli_quota = models.BigIntegerField(default=0)
+    memory_used = models.BigIntegerField(default=0, help_text="bytes")
+    memory_quota = models.BigIntegerField(default=0, help_text="bytes")
+    services_running = models.PositiveIntegerField(default=0, help_text="admitted (holding quota)")
+    services_queued = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["queue", "flavor", "at"]
+        indexes = [
+            models.Index(fields=["queue", "at"], name="usage_sample_queue_at"),
+            models.Index(fields=["at"], name="usage_sample_at"),
+        ]
+        constraints = [models.UniqueConstraint(fields=["queue", "flavor", "at"], name="usage_sample_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.queue} / {self.flavor} @ {self.at:%Y-%m-%d %H:%M}"

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Count, F, Q, QuerySet, Sum
 
 from queues.admission import Amounts, QueueState, TeamState
 from queues.admission import FlavorQuota as FlavorQuotaState
-from queues.models import FlavorQuota, Queue, Team
+from queues.models import FlavorQuota, PriorityClass, Queue, ResourceFlavor, Team
 from services import phases
 
 
@@ -80,7 +82,7 @@ def queue_states(queues: list[Queue], *, exclude_service_id: int | None = None) 
                 FlavorQuotaState(
                     flavor=quota.flavor.name,
                     node_labels=dict(quota.flavor.node_labels or {}),
-                    tolerations=tuple(quota.flavor.tolerations or ()),
+                    tolerations=tuple(quota.flavor.pod_tolerations()),
                     nominal=Amounts(gpu=quota.gpus, cpu_milli=quota.cpu_milli, memory=quota.memory_bytes),
                     used=used,
                     services_using=services,
@@ -167,3 +169,59 @@ def queue_workloads(queue: Queue) -> dict:
     admitted = [row(s) for s in services if s.phase != phases.QUEUED]
     waiting = [row(s, i) for i, s in enumerate((s for s in services if s.phase == phases.QUEUED), start=1)]
     return {"queue": queue.name, "admitted": admitted, "waiting": waiting}
+
+
+def queue_namespaces(queue: Queue) -> list[str]:
+    """Where the queue gets a LocalQueue: the services' namespace (every service is created
+    there) and the namespace of each team that may use it (a team listing no queues may use
+    every queue)."""
+    teams = Team.objects.annotate(queue_count=Count("queues")).filter(Q(queues=queue) | Q(queue_count=0))
+    namespaces = {settings.SERVICE_NAMESPACE}
+    namespaces.update(team.effective_namespace for team in teams.distinct())
+    return sorted(namespaces)
+
+
+def queues_depending_on(*, flavor: ResourceFlavor | None = None, priority_class: PriorityClass | None = None):
+    """The queues whose Kueue objects include this flavor (it has a quota there) or this priority
+    class (every queue carries every priority class)."""
+    if priority_class is not None:
+        return Queue.objects.order_by("id")
+    return Queue.objects.filter(quotas__flavor=flavor).distinct().order_by("id")
+
+
+def queue_usage_series(queue: Queue, *, hours: int = 24, now=None) -> list[dict]:
+    """The queue's samples of the last `hours`, per flavor in the queue's flavor order:
+    [{"flavor": "h100", "points": [{"at", "gpus_used", "gpus_quota", ...}, ...]}] (one query)."""
+    from django.utils import timezone
+
+    from queues.models import QueueUsageSample
+
+    since = (now or timezone.now()) - timedelta(hours=hours)
+    order = {
+        flavor_id: position
+        for position, flavor_id in enumerate(
+            queue.quotas.order_by("position", "id").values_list("flavor_id", flat=True)
+        )
+    }
+    series: dict[int, dict] = {}
+    rows = (
+        QueueUsageSample.objects.filter(queue=queue, at__gte=since)
+        .select_related("flavor")
+        .order_by("at", "id")
+    )
+    for sample in rows:
+        entry = series.setdefault(sample.flavor_id, {"flavor": sample.flavor.name, "points": []})
+        entry["points"].append(
+            {
+                "at": sample.at,
+                "gpus_used": sample.gpus_used,
+                "gpus_quota": sample.gpus_quota,
+                "cpu_used": sample.cpu_milli_used / 1000,
+                "cpu_quota": sample.cpu_milli_quota / 1000,
+                "memory_gib_used": round(sample.memory_used / 2**30, 1),
+                "memory_gib_quota": round(sample.memory_quota / 2**30, 1),
+                "services_running": sample.services_running,
+                "services_queued": sample.services_queued,
+            }
+        )
+    return [series[flavor_id] for flavor_id in sorted(series, key=lambda f: (order.get(f, len(order)), f))]

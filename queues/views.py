@@ -3,6 +3,7 @@ queues.selectors (reads). The queue page's live part is an htmx partial polled e
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import messages
@@ -12,12 +13,22 @@ from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 
-from queues.actions import flavor_create, queue_create, queue_update
+from console.charts import gpu_usage_svg
+from queues.actions import flavor_create, flavor_update, queue_create, queue_update
 from queues.admission import Amounts
-from queues.forms import FlavorForm, QueueForm, format_tolerations
+from queues.forms import FlavorForm, QueueForm, format_node_taints, format_tolerations
 from queues.models import GIB, FlavorQuota, Queue, ResourceFlavor
-from queues.selectors import queue_workloads, queues_with_usage, usage_by_flavor
+from queues.selectors import (
+    queue_usage_series,
+    queue_workloads,
+    queues_depending_on,
+    queues_with_usage,
+    usage_by_flavor,
+)
+
+CHART_HOURS = 24
 
 
 @login_required
@@ -91,7 +102,15 @@ def _resource(label: str, used: float, quota: float, unit: str) -> dict[str, Any
 @login_required
 def queue_detail_view(request: HttpRequest, name: str) -> HttpResponse:
     queue = get_object_or_404(Queue, name=name)
-    return render(request, "queues/detail.html", _live_context(queue))
+    end = timezone.now()
+    start = end - timedelta(hours=CHART_HOURS)
+    charts = [
+        gpu_usage_svg(entry["flavor"], entry["points"], start=start, end=end)
+        for entry in queue_usage_series(queue, hours=CHART_HOURS, now=end)
+    ]
+    return render(
+        request, "queues/detail.html", {**_live_context(queue), "charts": charts, "chart_hours": CHART_HOURS}
+    )
 
 
 @login_required
@@ -111,6 +130,7 @@ def flavor_list_view(request: HttpRequest) -> HttpResponse:
         {
             "flavor": flavor,
             "tolerations": format_tolerations(flavor.tolerations).splitlines(),
+            "taints": format_node_taints(flavor.node_taints).splitlines(),
             "nodes": None if nodes is None else [n.name for n in nodes if _carries(n, flavor.node_labels)],
         }
         for flavor in flavors
@@ -141,3 +161,36 @@ def _cluster_nodes():
 
 def _carries(node, labels: dict[str, str]) -> bool:
     return all(node.labels.get(key) == value for key, value in (labels or {}).items())
+
+
+@staff_member_required
+def flavor_edit_view(request: HttpRequest, name: str) -> HttpResponse:
+    flavor = get_object_or_404(ResourceFlavor, name=name)
+    form = FlavorForm(request.POST or None, instance=flavor)
+    if request.method == "POST" and form.is_valid():
+        try:
+            flavor_update(flavor=flavor, **form.flavor_fields())
+        except ValidationError as exc:
+            form.add_action_errors(exc)
+        else:
+            messages.success(
+                request, f"Resource flavor {flavor.name} saved; its queues are being re-applied."
+            )
+            return redirect("queues:flavor_edit", name=flavor.name)
+    return render(request, "queues/flavor_edit.html", {"form": form, **_flavor_queues_context(flavor)})
+
+
+@login_required
+def flavor_queues_partial(request: HttpRequest, name: str) -> HttpResponse:
+    """The Kueue state of the queues using the flavor; polled while any is Pending."""
+    flavor = get_object_or_404(ResourceFlavor, name=name)
+    return render(request, "queues/_flavor_queues.html", _flavor_queues_context(flavor))
+
+
+def _flavor_queues_context(flavor: ResourceFlavor) -> dict[str, Any]:
+    queues = list(queues_depending_on(flavor=flavor))
+    return {
+        "flavor": flavor,
+        "queues": queues,
+        "applying": any(q.kueue_state == Queue.KueueState.PENDING for q in queues),
+    }

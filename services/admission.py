@@ -88,7 +88,9 @@ def admit_queued(queue_id: int) -> list[int]:
         locked = lock_queues(queue)
         waiting = list(
             InferenceService.objects.select_related("priority_class", "team")
-            .filter(queue_id=queue_id, phase=phases.QUEUED)
+            # Only the console's own waiting list: a service Kueue holds is applied already and
+            # waits for Kueue's admission, not ours.
+            .filter(queue_id=queue_id, phase=phases.QUEUED, applied_revision="")
             .alias(priority_value=Coalesce("priority_class__value", 0))
             .order_by("-priority_value", "created_at", "id")
         )

@@ -27,6 +27,7 @@ from deploy.clusters.base import LABEL_MANAGED_BY, MANAGED_BY, PermanentClusterE
 from deploy.clusters.kubernetes import KubernetesCluster
 from deploy.kueue import API_VERSION, LABEL_QUEUE, render_cluster_queue, render_kueue, render_queue
 from tests import stack
+from tests.cluster.test_reconcile_on_kubernetes import kubernetes_backend, prewarmed_dataset  # noqa: F401
 from tests.unit.test_kueue_render import (
     FIRST_RESOURCE,
     FLAVORS,
@@ -446,3 +447,228 @@ def test_a_queue_saved_in_the_console_is_applied_as_kueue_objects(
         assert local["spec"]["clusterQueue"] == "console-queue"
     finally:
         clusters._cluster_for.cache_clear()
+
+
+# --- team namespaces, and Kueue's verdict on a service's pods -----------------------------------
+
+
+@pytest.mark.django_db
+def test_local_queues_in_team_namespaces_selected_by_the_consoles_label(
+    kueue: KubernetesCluster, settings, harness_kubeconfig, team_namespaces, kube_api_client
+) -> None:
+    """1.20 has no kubernetes.io/metadata.name: the console labels the namespaces it manages and
+    the ClusterQueue selects on that label; each allowed team's namespace gets a LocalQueue."""
+    from deploy import clusters
+    from deploy.kueue import NAMESPACE_LABEL
+    from queues.actions import flavor_create, queue_create
+    from queues.kueue import apply_queue_objects
+    from queues.models import Queue, Team
+
+    services_ns, team_a, team_b = team_namespaces
+    settings.CLUSTER_BACKEND = "kubernetes"
+    settings.KUBECONFIG = harness_kubeconfig
+    settings.SERVICE_NAMESPACE = services_ns
+    clusters._cluster_for.cache_clear()
+    try:
+        flavor_create(
+            name="h100",
+            node_labels={"nvidia.com/gpu.product": "NVIDIA-H100"},
+            node_taints=[{"key": "dedicated", "value": "h100", "effect": "NoSchedule"}],
+        )
+        queue = queue_create(name="team-queue", flavors=[{"flavor": "h100", "gpus": 8}])
+        other = queue_create(name="other-queue", flavors=[{"flavor": "h100", "gpus": 1}])
+        Team.objects.create(name="a", namespace=team_a).queues.add(queue)
+        Team.objects.create(name="b", namespace=team_b).queues.add(other)  # not allowed on team-queue
+        apply_queue_objects(queue)
+        queue.refresh_from_db()
+        assert queue.kueue_state == Queue.KueueState.APPLIED, queue.kueue_message
+
+        core = client.CoreV1Api(kube_api_client)
+        for name in (services_ns, team_a):
+            labels = core.read_namespace(name).metadata.labels or {}
+            assert labels.get(NAMESPACE_LABEL) == name, labels
+        assert (
+            NAMESPACE_LABEL
+            not in (core.list_namespace(field_selector=f"metadata.name={team_b}").items or [None])[
+                0
+            ].metadata.labels
+            if core.list_namespace(field_selector=f"metadata.name={team_b}").items
+            else True
+        )
+        # The ClusterQueue's selector matches exactly the labelled namespaces.
+        stored = read(
+            kueue, {"apiVersion": API_VERSION, "kind": "ClusterQueue", "metadata": {"name": "team-queue"}}
+        )
+        selector = stored["spec"]["namespaceSelector"]["matchExpressions"][0]
+        assert (selector["key"], selector["values"]) == (NAMESPACE_LABEL, sorted([services_ns, team_a]))
+        matched = core.list_namespace(label_selector=f"{NAMESPACE_LABEL} in ({','.join(selector['values'])})")
+        assert sorted(n.metadata.name for n in matched.items) == sorted([services_ns, team_a])
+        local_queue = kueue.resource_for(API_VERSION, "LocalQueue")
+        for name in (services_ns, team_a):
+            assert [q["metadata"]["name"] for q in kueue.list_objects(local_queue, name)] == ["team-queue"]
+        assert kueue.list_objects(local_queue, team_b) == []
+
+        # Team a leaves the queue: the next apply deletes its LocalQueue, and only that one.
+        Team.objects.get(name="a").queues.set([other])
+        apply_queue_objects(queue)
+        queue.refresh_from_db()
+        assert f"LocalQueue {team_a}/team-queue: deleted" in queue.kueue_message
+        assert queue.kueue_namespaces == [services_ns]
+        assert kueue.list_objects(local_queue, team_a) == []
+        assert [q["metadata"]["name"] for q in kueue.list_objects(local_queue, services_ns)] == ["team-queue"]
+        flavor = read(
+            kueue, {"apiVersion": API_VERSION, "kind": "ResourceFlavor", "metadata": {"name": "h100"}}
+        )
+        assert flavor["spec"]["nodeTaints"] == [{"key": "dedicated", "value": "h100", "effect": "NoSchedule"}]
+    finally:
+        clusters._cluster_for.cache_clear()
+
+
+def kueue_workload(pod: Obj, queue: str) -> Obj:
+    """The Workload Kueue's pod integration creates for a pod: owned by it, labelled with its uid."""
+    metadata = pod["metadata"]
+    container = pod["spec"]["containers"][0]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Workload",
+        "metadata": {
+            "name": f"pod-{metadata['name']}-{uuid.uuid4().hex[:5]}",
+            "namespace": metadata["namespace"],
+            "labels": {"kueue.x-k8s.io/job-uid": metadata["uid"], "kueue.x-k8s.io/queue-name": queue},
+            "ownerReferences": [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": {
+            "queueName": queue,
+            "podSets": [
+                {
+                    "name": "main",
+                    "count": 1,
+                    "template": {
+                        "spec": {"containers": [{"name": container["name"], "image": container["image"]}]}
+                    },
+                }
+            ],
+        },
+    }
+
+
+def set_workload_status(cluster: KubernetesCluster, workload: Obj, *conditions: Obj, admission=None) -> None:
+    """Write the status Kueue's controller would (the status subresource, as Kueue does)."""
+    status: Obj = {
+        "conditions": [
+            {"lastTransitionTime": "2026-12-02T20:00:00Z", "observedGeneration": 1, **condition}
+            for condition in conditions
+        ]
+    }
+    if admission:
+        status["admission"] = admission
+    resource = cluster.resource_for(API_VERSION, "Workload")
+    cluster.dynamic.patch(
+        resource.subresources["status"],
+        body={"status": status},
+        name=workload["metadata"]["name"],
+        namespace=workload["metadata"]["namespace"],
+        content_type="application/merge-patch+json",
+    )
+
+
+QUOTA_SHORT = (
+    "couldn't assign flavors to pod set main: insufficient unused quota for nvidia.com/gpu in flavor "
+    "default, 2 more needed"
+)
+ADMITTED = (
+    {
+        "type": "QuotaReserved",
+        "status": "True",
+        "reason": "QuotaReserved",
+        "message": "Quota reserved in ClusterQueue kueue-gpus",
+    },
+    {"type": "Admitted", "status": "True", "reason": "Admitted", "message": "The workload is admitted"},
+)
+ADMISSION = {
+    "clusterQueue": "kueue-gpus",
+    "podSetAssignments": [{"name": "main", "flavors": {"nvidia.com/gpu": "default"}, "count": 1}],
+}
+
+
+@pytest.mark.django_db
+def test_a_service_waiting_in_kueue_shows_kueues_own_verdict(
+    kueue: KubernetesCluster, namespace, user, request
+) -> None:
+    """Kueue cannot run here, so the test plays its part: once the service's pod exists it creates
+    the pod's Workload with the status Kueue writes when quota is short. The watcher's path
+    (observe_by_name -> adapter.observe -> derive_status) must show Kueue's words as the reason,
+    and let go of them once Kueue admits the pod."""
+    from deploy.clusters.kubernetes.workloads import forget_workload_resource
+    from deploy.sync import observe_by_name
+    from deploy.tasks import reconcile_service
+    from queues.actions import queue_create
+    from services import phases
+    from services.actions import service_create
+    from services.models import InferenceService
+
+    # The console's own adapter (CLUSTER_BACKEND=kubernetes) and a dataset its pods can mount:
+    # test_reconcile_on_kubernetes's fixtures, imported above.
+    cluster = request.getfixturevalue("kubernetes_backend")
+    dataset = request.getfixturevalue("prewarmed_dataset")
+    forget_workload_resource(cluster)
+    queue = queue_create(name="kueue-gpus", gpu_quota=8)
+    service = service_create(
+        owner=user, name="waits", queue=queue, dataset=dataset, model_path="m", gpu_count=2
+    )
+    # Kueue would gate the pod (1.20 has no scheduling gates): a GPU type no node has keeps it
+    # unscheduled instead, so the scheduler's verdict (Unschedulable) is what Kueue's must beat.
+    InferenceService.objects.filter(id=service.id).update(gpu_type="NVIDIA-B200")
+    reconcile_service(service.id)
+
+    pods_resource = cluster.resource_for("v1", "Pod")
+    (pod,) = stack.wait_until(
+        lambda: cluster.list_objects(
+            pods_resource, namespace, label_selector="inference.console/service=waits"
+        ),
+        lambda pods: len(pods) == 1,
+        timeout=DEADLINE_SECONDS,
+        what="the service's pod",
+    )
+    workload = kueue_workload(pod, "kueue-gpus")
+    kueue.dynamic.create(kueue.resource_for(API_VERSION, "Workload"), body=workload, namespace=namespace)
+    pending = {"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": QUOTA_SHORT}
+    set_workload_status(kueue, workload, pending)
+
+    def seen() -> InferenceService:
+        observe_by_name(namespace, "waits")  # what the watcher calls on a change
+        return InferenceService.objects.get(id=service.id)
+
+    waiting = stack.wait_until(
+        seen, lambda s: s.reason == "WaitingForQuota", timeout=DEADLINE_SECONDS, what="Kueue's reason"
+    )
+    assert waiting.phase == phases.QUEUED
+    assert waiting.message == f"Pod {pod['metadata']['name']} waits in Kueue queue kueue-gpus: {QUOTA_SHORT}"
+    assert waiting.observed["workloads"][0]["state"] == "Pending"
+    assert waiting.events.filter(reason="WaitingForQuota").exists()
+    # Kueue's queue, not the console's: the console's admission pass leaves it where it is, and
+    # the queue page lists it as waiting, first in line.
+    from queues.selectors import queue_workloads
+    from services.admission import admit_queued
+
+    assert admit_queued(queue.id) == []
+    assert InferenceService.objects.get(id=service.id).phase == phases.QUEUED
+    assert not waiting.events.filter(reason="Admitted").exists()
+    assert [w["name"] for w in queue_workloads(queue)["waiting"]] == ["waits"]
+
+    # Kueue admits it: its verdict no longer holds the pod, the scheduler's does.
+    set_workload_status(kueue, workload, *ADMITTED, admission=ADMISSION)
+    admitted = stack.wait_until(
+        seen, lambda s: s.reason == "Unschedulable", timeout=DEADLINE_SECONDS, what="the scheduler's reason"
+    )
+    assert admitted.observed["workloads"][0]["state"] == "Admitted"
+    assert admitted.observed["workloads"][0]["flavors"] == [["nvidia.com/gpu", "default"]]

@@ -29,7 +29,7 @@ from deploy.kueue import (
     API_VERSION,
     COVERED_RESOURCES,
     LABEL_QUEUE,
-    NAMESPACE_NAME_LABEL,
+    NAMESPACE_LABEL,
     FlavorQuotaSpec,
     FlavorSpec,
     PreemptionSpec,
@@ -419,7 +419,7 @@ def test_namespaces_select_by_name_and_get_one_local_queue_each() -> None:
     cluster_queue, *local_queues = render_queue(GPU_QUEUE)
     assert cluster_queue["spec"]["namespaceSelector"] == {
         "matchExpressions": [
-            {"key": NAMESPACE_NAME_LABEL, "operator": "In", "values": ["ml-research", "team-a", "team-b"]}
+            {"key": NAMESPACE_LABEL, "operator": "In", "values": ["ml-research", "team-a", "team-b"]}
         ]
     }
     assert local_queues == render_local_queues(GPU_QUEUE)

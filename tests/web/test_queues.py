@@ -198,7 +198,7 @@ def test_where_kueue_is_not_installed_the_queue_says_so(admin_api, settings, tmp
     assert response.status_code == 201, response.content
     queue = Queue.objects.get(name="plain")
     kinds = [obj["kind"] for obj in queue_objects(queue)]
-    assert kinds == ["ResourceFlavor", "ClusterQueue", "LocalQueue"]
+    assert kinds == ["Namespace", "ResourceFlavor", "ClusterQueue", "LocalQueue"]
     apply_queue_objects(queue)
     queue.refresh_from_db()
     assert queue.kueue_state == Queue.KueueState.NOT_APPLIED

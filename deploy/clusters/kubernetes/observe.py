@@ -15,6 +15,7 @@ from deploy.observation import (
     ContainerObservation,
     EventObservation,
     JobObservation,
+    KueueWorkloadObservation,
     Observation,
     PodObservation,
 )
@@ -137,8 +138,10 @@ def observation_from(
     *,
     other_objects: int = 0,
     observed_at: datetime | None = None,
+    workloads: tuple[KueueWorkloadObservation, ...] = (),
 ) -> Observation:
-    """Build the Observation from the API dicts read for one service."""
+    """Build the Observation from the API dicts read for one service (and Kueue's verdicts on
+    its pods, see workloads.py)."""
     pod_list = sorted(
         (pod_observation(p) for p in pods),
         key=lambda p: (p.created_at or datetime.min.replace(tzinfo=UTC), p.name),
@@ -151,6 +154,7 @@ def observation_from(
         "events": tuple(event_list),
         "other_objects": other_objects,
         "observed_at": observed_at,
+        "workloads": workloads,
     }
     if deployment is None:
         return Observation(found=False, **common)
