@@ -4,7 +4,7 @@ from rest_framework import authentication, exceptions
 
 from auth.actions import api_token_touch
 from auth.models import ApiToken
-from auth.tokens import token_digest, token_prefix
+from auth.tokens import inference_key_prefix, token_digest, token_prefix
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -19,6 +19,12 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             return None
         token = token.strip()
         prefix = token_prefix(token)
+        if prefix is None and inference_key_prefix(token) is not None:
+            # The two kinds never stand in for each other; say which one this API wants.
+            raise exceptions.AuthenticationFailed(
+                "This is an inference key, for calling models through the gateway. "
+                "The API takes a management token (ick_...) from the API tokens page."
+            )
         if prefix is None:
             raise exceptions.AuthenticationFailed("Malformed token.")
         row = ApiToken.objects.select_related("user").filter(prefix=prefix, revoked_at__isnull=True).first()

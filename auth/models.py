@@ -1,5 +1,9 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
+
+from auth.key_rules import LIMIT_FIELDS, expiry_problem, key_state, limit_problem
 
 
 class ApiToken(models.Model):
@@ -93,6 +97,32 @@ class InferenceKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+    def clean(self) -> None:
+        """Rules about one key, shared by the form and the serializer (via the actions). The expiry
+        must be in the future when the key is created; `inference_key_update` checks it again
+        only when it changes (an expired key may still be renamed)."""
+        errors = {}
+        problem = expiry_problem(self.expires_at, now=timezone.now()) if self._state.adding else None
+        if problem:
+            errors["expires_at"] = problem
+        for field in LIMIT_FIELDS:
+            problem = limit_problem(getattr(self, field))
+            if problem:
+                errors[field] = problem
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def state(self) -> str:
+        """active, expired, revoked, disabled or rotated (see auth.key_rules)."""
+        return key_state(
+            revoked_at=self.revoked_at,
+            disabled_at=self.disabled_at,
+            expires_at=self.expires_at,
+            replaced_by_id=self.replaced_by_id,
+            now=timezone.now(),
+        )
 
 
 class UsageHour(models.Model):

@@ -5,6 +5,7 @@ from django.views.decorators.http import require_POST
 
 from auth.actions import api_token_create, api_token_revoke
 from auth.models import ApiToken
+from console.audit import audit_context
 
 
 @login_required
@@ -12,7 +13,9 @@ def token_list_view(request: HttpRequest) -> HttpResponse:
     created = None
     if request.method == "POST":
         name = request.POST.get("name", "").strip()[:100] or "unnamed"
-        _token, created = api_token_create(user=request.user, name=name)
+        _token, created = api_token_create(
+            user=request.user, name=name, context=audit_context(request, via="web")
+        )
     return render(
         request,
         "access/tokens.html",
@@ -24,5 +27,7 @@ def token_list_view(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
-    api_token_revoke(token=get_object_or_404(ApiToken, pk=pk, user=request.user))
+    api_token_revoke(
+        token=get_object_or_404(ApiToken, pk=pk, user=request.user), context=audit_context(request, via="web")
+    )
     return redirect("access:tokens")
