@@ -9,6 +9,8 @@ from datasets.models import Dataset
 from queues.actions import queue_create
 from tests.stack import _require_real_parts, celery_worker, fast_cluster, watcher  # noqa: F401 (fixtures)
 
+pytest_plugins = ["tests.gateway.fixtures"]
+
 
 @pytest.fixture
 def user(db):

@@ -90,7 +90,9 @@ def _api(method: str, url: str, token: str, body: dict | None = None) -> tuple[i
 def test_run_command_serves_the_embedded_default_end_to_end(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in REAL_PARTS}
-    env.update({"PORT": str(port), "CONSOLE_VAR_DIR": str(tmp_path / "var")})
+    # The Procfile's gateway binds GATEWAY_PORT (default 8001): a free one, so no other run collides.
+    gateway_port = str(_free_port())
+    env.update({"PORT": str(port), "CONSOLE_VAR_DIR": str(tmp_path / "var"), "GATEWAY_PORT": gateway_port})
     log = (tmp_path / "run.log").open("w")
     run = subprocess.Popen(
         ["./run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

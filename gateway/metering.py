@@ -1,0 +1,159 @@
+"""Per-request usage records, kept off the request path.
+
+With Redis: records are queued in memory and sent every 50 ms in one pipeline: one XADD to the
+usage stream holding the batch (trimmed to ~GATEWAY_USAGE_STREAM_MAXLEN entries) plus the keys'
+token counters for the limits; `gateway.tasks.rollup_usage` turns the stream into UsageHour rows.
+
+Embedded default (no Redis, one gateway process): the gateway sums the records in memory by
+hour, key and service and every 5 s adds them to UsageHour itself (gateway.actions) in a worker
+thread; a crash loses at most those 5 s of usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import defaultdict
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from gateway import actions
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Record:
+    at_ms: int
+    key_id: int | None
+    service_id: int
+    status: int
+    latency_ms: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+    def row(self) -> list[int]:
+        """The record as the usage stream carries it (see STREAM_FIELDS)."""
+        return [
+            self.at_ms,
+            self.key_id or 0,
+            self.service_id,
+            self.status,
+            self.latency_ms,
+            self.prompt_tokens,
+            self.completion_tokens,
+            int(self.estimated),
+        ]
+
+
+# One stream entry per flush holds the batch's records as a JSON list of rows in this order:
+# one XADD per 50 ms instead of one per call (XADD per record was a tenth of the CPU under load).
+STREAM_FIELDS = ("t", "k", "s", "st", "ms", "pt", "ct", "est")
+
+
+class RedisMeter:
+    def __init__(self, redis, *, stream: str, maxlen: int, limiter, flush_seconds: float):
+        self._redis = redis
+        self._stream = stream
+        self._maxlen = maxlen
+        self._limiter = limiter
+        self._flush_seconds = flush_seconds
+        self._pending: list[Record] = []
+
+    def record(self, record: Record) -> None:
+        self._pending.append(record)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_seconds)
+            try:
+                await self.flush()
+            except Exception:
+                logger.warning(
+                    "could not send usage records to Redis; keeping them for the next try", exc_info=True
+                )
+
+    async def flush(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.xadd(
+            self._stream,
+            {"records": json.dumps([record.row() for record in batch], separators=(",", ":"))},
+            maxlen=self._maxlen,
+            approximate=True,
+        )
+        for record in batch:
+            tokens = record.prompt_tokens + record.completion_tokens
+            if record.key_id and tokens:
+                self._limiter.add_tokens(pipe, record.key_id, tokens, record.at_ms)
+        try:
+            await pipe.execute()
+        except Exception:
+            if len(self._pending) < 100_000:
+                self._pending[:0] = batch  # Redis is back soon, usually; bounded so memory is too
+            raise
+
+
+class LocalMeter:
+    def __init__(self, *, executor: Executor, limiter, flush_seconds: float):
+        self._executor = executor
+        self._limiter = limiter
+        self._flush_seconds = flush_seconds
+        self._totals: dict[tuple[int, int | None, int], list[int]] = defaultdict(lambda: [0] * 6)
+        self._last_used: dict[int, int] = {}
+
+    def record(self, record: Record) -> None:
+        hour_ms = record.at_ms - record.at_ms % 3_600_000
+        totals = self._totals[(hour_ms, record.key_id, record.service_id)]
+        totals[0] += 1
+        totals[1] += 400 <= record.status < 500
+        totals[2] += record.status >= 500
+        totals[3] += record.prompt_tokens
+        totals[4] += record.completion_tokens
+        totals[5] += record.latency_ms
+        if record.key_id:
+            self._last_used[record.key_id] = record.at_ms
+            tokens = record.prompt_tokens + record.completion_tokens
+            if tokens:
+                self._limiter.add_tokens(record.key_id, tokens, record.at_ms)
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_seconds)
+            try:
+                await self.flush()
+            except Exception:
+                logger.warning(
+                    "could not write usage to the database; keeping it for the next try", exc_info=True
+                )
+
+    async def flush(self) -> None:
+        if not self._totals and not self._last_used:
+            return
+        totals, self._totals = self._totals, defaultdict(lambda: [0] * 6)
+        last_used, self._last_used = self._last_used, {}
+        rows = [
+            actions.UsageRow(hour_ms, key_id, service_id, *values)
+            for (hour_ms, key_id, service_id), values in totals.items()
+        ]
+        try:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, lambda: actions.usage_apply(rows=rows, absolute=False, last_used_ms=last_used)
+            )
+        except Exception:
+            for row in rows:  # put them back: added, not replaced, so nothing is counted twice
+                values = self._totals[(row.hour_ms, row.key_id, row.service_id)]
+                for i, value in enumerate(row.values()):
+                    values[i] += value
+            for key_id, at_ms in last_used.items():
+                self._last_used.setdefault(key_id, at_ms)
+            raise
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

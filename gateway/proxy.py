@@ -1,0 +1,190 @@
+"""Forwarding one request to the upstream and streaming the answer back.
+
+The request body streams from the client to the upstream as it arrives (uvicorn's flow control
+and aiohttp's drain keep a 100 MB upload to a few buffers); the response streams back chunk by
+chunk as the upstream writes it (SSE included), while gateway.usage reads token counts from
+the passing bytes. Hop-by-hop headers, the key and the policy's extra parameters never reach
+the upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+import aiohttp
+from yarl import URL
+
+from gateway.errors import GatewayError, bad_gateway, gateway_timeout
+from gateway.usage import UsageScanner
+
+logger = logging.getLogger(__name__)
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"expect",
+    }
+)
+_RESPONSE_DROP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade", b"proxy-authenticate"}
+)
+
+
+class ClientGone(Exception):
+    """The caller hung up while we were still sending it something."""
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+
+
+def upstream_headers(scope: dict, strip: frozenset[bytes]) -> list[tuple[str, str]]:
+    headers = []
+    forwarded_for = None
+    for name, value in scope["headers"]:
+        if name in HOP_BY_HOP or name in strip:
+            continue
+        if name == b"x-forwarded-for":
+            forwarded_for = value.decode("latin-1")
+            continue
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    client = scope.get("client")
+    if client:
+        headers.append(("x-forwarded-for", f"{forwarded_for}, {client[0]}" if forwarded_for else client[0]))
+    headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
+    return headers
+
+
+def _has_body(scope: dict) -> bool:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return value.strip() not in (b"0", b"")
+        if name == b"transfer-encoding":
+            return True
+    return False
+
+
+async def forward(
+    *,
+    session: aiohttp.ClientSession,
+    scope: dict,
+    receive,
+    send,
+    url: str,
+    strip_headers: frozenset[bytes],
+    extra_response_headers: list[tuple[bytes, bytes]],
+    count_tokens: bool,
+    on_connect_error,
+) -> Outcome:
+    data = None
+    if _has_body(scope):
+        # The first piece decides: a body that arrived whole (most API calls) goes as bytes in
+        # one write; anything longer streams piece by piece as the client sends it.
+        first = await receive()
+        if first["type"] == "http.disconnect":
+            return Outcome(499)
+        data = first.get("body", b"")
+        if first.get("more_body", False):
+            data = _rest_of_body(data, receive)
+
+    try:
+        response = await session.request(
+            scope["method"],
+            URL(url, encoded=True),
+            headers=upstream_headers(scope, strip_headers),
+            data=data,
+            allow_redirects=False,
+            compress=None,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        )
+    except ClientGone:
+        return Outcome(499)
+    except aiohttp.ClientConnectorError as exc:
+        on_connect_error()
+        raise bad_gateway(f"Could not connect to the model server: {exc.os_error or exc}.") from None
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise gateway_timeout("The model server did not answer in time.") from None
+    except aiohttp.ClientError as exc:
+        raise bad_gateway(
+            f"The model server closed the connection without an answer ({type(exc).__name__})."
+        ) from None
+
+    async with response:
+        headers = [
+            (lowered, value)
+            for name, value in response.raw_headers
+            if (lowered := name.lower()) not in _RESPONSE_DROP
+        ]
+        headers.extend(extra_response_headers)
+        content_type = response.headers.get("content-type", "").encode("latin-1")
+        scanner = UsageScanner(content_type) if count_tokens else None
+        await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        watcher = None
+        if content_type.startswith(b"text/event-stream"):
+            # A stream may run for minutes: stop reading it as soon as the caller hangs up.
+            watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            async for chunk in response.content.iter_any():
+                if watcher is not None and watcher.done():
+                    raise ClientGone()
+                if scanner is not None:
+                    scanner.feed(chunk)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except ClientGone:
+            return _outcome(499, scanner)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            # Too late for an error status: cut the connection so the caller sees a truncated body.
+            logger.warning("upstream %s failed mid-response: %s", url, type(exc).__name__)
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+        return _outcome(response.status, scanner)
+
+
+async def _rest_of_body(first: bytes, receive):
+    if first:
+        yield first
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientGone()
+        more = message.get("more_body", False)
+        chunk = message.get("body", b"")
+        if chunk:
+            yield chunk
+
+
+def _outcome(status: int, scanner: UsageScanner | None) -> Outcome:
+    if scanner is None:
+        return Outcome(status)
+    scanner.finish()
+    return Outcome(
+        status, scanner.prompt_tokens, scanner.completion_tokens, not scanner.exact and scanner.total > 0
+    )
+
+
+async def _wait_disconnect(receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+__all__ = ["GatewayError", "forward"]

@@ -1,0 +1,133 @@
+"""Rolling the gateway's usage stream up into UsageHour rows (run by gateway.tasks.rollup_usage).
+
+Two steps, each safe to repeat:
+1. Read a batch from the stream (consumer group `rollup`), add it to running totals kept in
+   Redis (one hash per hour, key and service) and XACK + XDEL the batch, all in one MULTI: the
+   batch is counted exactly once or not at all.
+2. Write the totals of every touched hour to PostgreSQL as absolute values (gateway.actions.
+   usage_apply(absolute=True)): writing the same totals twice changes nothing, so a crash
+   between the database commit and forgetting the "dirty" marks only costs a repeat.
+Totals of hours older than two hours are deleted once written; late records for such an hour
+(a gateway cut off from Redis for hours) start a new total and would overwrite the row, so
+the hash is kept a day (its TTL) to make that unlikely.
+A lock in Redis keeps two roll-ups (two beat schedulers, a slow run) from interleaving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import redis
+
+from gateway import actions, conf
+from gateway.metering import STREAM_FIELDS
+
+logger = logging.getLogger(__name__)
+
+GROUP = "rollup"
+CONSUMER = "rollup"  # one at a time (the lock), so one name; its pending entries are retried
+_HOUR_MS = 3_600_000
+_TOTAL_FIELDS = (
+    "requests",
+    "errors_4xx",
+    "errors_5xx",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms_total",
+)
+
+
+def rollup_usage(*, client: redis.Redis | None = None, batch: int = 200, max_batches: int = 500) -> int:
+    """Consume the usage stream into UsageHour. Returns the number of stream entries consumed
+    (each holds one gateway flush: up to a few hundred calls)."""
+    client = client or redis.Redis.from_url(conf.redis_url())
+    prefix = conf.redis_prefix()
+    stream = conf.usage_stream()
+    lock = client.lock(f"{prefix}rollup:lock", timeout=120, blocking=False)
+    if not lock.acquire():
+        logger.info("usage roll-up already running elsewhere; skipping")
+        return 0
+    try:
+        try:
+            client.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        consumed = 0
+        start_id = "0"  # first our own pending entries (a previous run that died), then new ones
+        for _ in range(max_batches):
+            reply = client.xreadgroup(GROUP, CONSUMER, {stream: start_id}, count=batch)
+            entries = reply[0][1] if reply else []
+            if not entries:
+                if start_id == "0":
+                    start_id = ">"
+                    continue
+                break
+            _accumulate(client, prefix, stream, entries)
+            consumed += len(entries)
+        _write_totals(client, prefix)
+        return consumed
+    finally:
+        try:
+            lock.release()
+        except redis.exceptions.LockError:
+            logger.warning("usage roll-up lock expired before the run finished")
+
+
+def _accumulate(client: redis.Redis, prefix: str, stream: str, entries: list) -> None:
+    totals: dict[str, list[int]] = {}
+    last_used: dict[str, int] = {}
+    for _id, fields in entries:
+        for values in json.loads(fields.get(b"records", b"[]")):
+            f = dict(zip(STREAM_FIELDS, values, strict=True))
+            hour = f["t"] - f["t"] % _HOUR_MS
+            name = f"{hour}:{f['k']}:{f['s']}"
+            row = totals.setdefault(name, [0] * 6)
+            row[0] += 1
+            row[1] += 400 <= f["st"] < 500
+            row[2] += f["st"] >= 500
+            row[3] += f["pt"]
+            row[4] += f["ct"]
+            row[5] += f["ms"]
+            if f["k"]:
+                last_used[str(f["k"])] = max(f["t"], last_used.get(str(f["k"]), 0))
+    ids = [entry_id for entry_id, _ in entries]
+    pipe = client.pipeline(transaction=True)
+    for name, row in totals.items():
+        for field, value in zip(_TOTAL_FIELDS, row, strict=True):
+            if value:
+                pipe.hincrby(f"{prefix}usage:total:{name}", field, value)
+        pipe.expire(f"{prefix}usage:total:{name}", 86400)
+        pipe.sadd(f"{prefix}usage:dirty", name)
+    if last_used:
+        pipe.hset(f"{prefix}usage:last-used", mapping=last_used)
+    pipe.xack(stream, GROUP, *ids)
+    pipe.xdel(stream, *ids)
+    pipe.execute()
+
+
+def _write_totals(client: redis.Redis, prefix: str) -> None:
+    dirty = sorted(name.decode() for name in client.smembers(f"{prefix}usage:dirty"))
+    last_used = {int(k): int(v) for k, v in client.hgetall(f"{prefix}usage:last-used").items()}
+    if not dirty and not last_used:
+        return
+    rows = []
+    for name in dirty:
+        hour_ms, key_id, service_id = (int(part) for part in name.split(":"))
+        raw = client.hgetall(f"{prefix}usage:total:{name}")
+        values = [int(raw.get(field.encode(), 0)) for field in _TOTAL_FIELDS]
+        rows.append(actions.UsageRow(hour_ms, key_id or None, service_id, *values))
+    actions.usage_apply(rows=rows, absolute=True, last_used_ms=last_used)
+    old = int(time.time() * 1000) - 2 * _HOUR_MS
+    pipe = client.pipeline(transaction=True)
+    if dirty:
+        pipe.srem(f"{prefix}usage:dirty", *dirty)
+    for name in dirty:
+        if int(name.split(":")[0]) < old - old % _HOUR_MS:
+            pipe.delete(f"{prefix}usage:total:{name}")
+    if last_used:
+        # Only the roll-up writes this hash, under the lock: nothing newer can have arrived.
+        pipe.hdel(f"{prefix}usage:last-used", *[str(key_id) for key_id in last_used])
+    pipe.execute()

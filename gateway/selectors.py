@@ -1,0 +1,176 @@
+"""The gateway's only database reads: one key by prefix, one service by name. Run in a worker
+thread on a cache miss, never per request."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from auth.models import InferenceKey
+from console.crypto import CredentialsUnreadable, decrypt_json
+from services import phases
+from services.models import InferenceService
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: int
+    prefix: str
+    digest: str
+    service_ids: frozenset[int]
+    expires_at: float | None  # epoch seconds; a rotated key's grace period ends here too
+    revoked: bool
+    disabled: bool
+    rpm_limit: int | None
+    tpm_limit: int | None
+    daily_token_budget: int | None
+    monthly_token_budget: int | None
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.rpm_limit or self.tpm_limit or self.daily_token_budget or self.monthly_token_budget)
+
+
+@dataclass(frozen=True, slots=True)
+class AuthParam:
+    where: str  # "header" or "query"
+    name: str  # header names lower-cased
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRecord:
+    service_id: int
+    name: str
+    namespace: str
+    phase: str
+    runtime: str
+    requires_key: bool
+    key_header: str  # lower-case; "authorization" means `Bearer <key>`
+    params: tuple[AuthParam, ...]
+    networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+    endpoint: str | None  # base URL, None when nothing is ready to take traffic
+
+
+def load_key(prefix: str) -> KeyRecord | None:
+    close_old_connections()  # this worker thread's connection may have gone stale
+    row = (
+        InferenceKey.objects.filter(prefix=prefix)
+        .values(
+            "id",
+            "prefix",
+            "digest",
+            "expires_at",
+            "revoked_at",
+            "disabled_at",
+            "rpm_limit",
+            "tpm_limit",
+            "daily_token_budget",
+            "monthly_token_budget",
+        )
+        .first()
+    )
+    if row is None:
+        return None
+    service_ids = frozenset(
+        InferenceKey.services.through.objects.filter(inferencekey_id=row["id"]).values_list(
+            "inferenceservice_id", flat=True
+        )
+    )
+    return KeyRecord(
+        id=row["id"],
+        prefix=row["prefix"],
+        digest=row["digest"],
+        service_ids=service_ids,
+        expires_at=row["expires_at"].timestamp() if row["expires_at"] else None,
+        revoked=row["revoked_at"] is not None,
+        disabled=row["disabled_at"] is not None,
+        rpm_limit=row["rpm_limit"],
+        tpm_limit=row["tpm_limit"],
+        daily_token_budget=row["daily_token_budget"],
+        monthly_token_budget=row["monthly_token_budget"],
+    )
+
+
+def load_route(*, namespace: str, name: str) -> RouteRecord | None:
+    close_old_connections()
+    service = (
+        InferenceService.objects.filter(namespace=namespace, name=name)
+        .exclude(phase__in=[phases.DELETED])
+        .only(
+            "id",
+            "name",
+            "namespace",
+            "phase",
+            "runtime",
+            "auth_policy",
+            "auth_header",
+            "auth_params_encrypted",
+            "allowed_cidrs",
+        )
+        .first()
+    )
+    if service is None:
+        return None
+    endpoint = None
+    if service.phase in phases.SERVING:
+        from deploy.clusters import get_cluster
+
+        endpoint = get_cluster().service_endpoint(namespace=service.namespace, name=service.name)
+    return RouteRecord(
+        service_id=service.id,
+        name=service.name,
+        namespace=service.namespace,
+        phase=service.phase,
+        runtime=service.runtime,
+        requires_key=service.auth_policy != InferenceService.AuthPolicy.NONE,
+        key_header=(service.auth_header or "Authorization").strip().lower(),
+        params=_auth_params(service),
+        networks=_networks(service),
+        endpoint=endpoint.rstrip("/") if endpoint else None,
+    )
+
+
+def _auth_params(service: InferenceService) -> tuple[AuthParam, ...]:
+    """The extra headers/query parameters callers must send. Stored encrypted as a list of
+    {"in", "name", "value"}; a {"params": [...]} wrapper is accepted too."""
+    if not service.auth_params_encrypted:
+        return ()
+    try:
+        data = decrypt_json(service.auth_params_encrypted)
+    except CredentialsUnreadable:
+        # Fail closed: a parameter we cannot read is one no caller can match.
+        logger.error("service %s: auth parameters cannot be decrypted; refusing calls", service.name)
+        return (AuthParam("header", "x-undecryptable-auth-parameter", "\0"),)
+    items = data.get("params", []) if isinstance(data, dict) else data
+    params = []
+    for item in items or []:
+        where = item.get("in", "header")
+        name = str(item.get("name", ""))
+        params.append(
+            AuthParam(where, name.lower() if where == "header" else name, str(item.get("value", "")))
+        )
+    return tuple(params)
+
+
+def _networks(service: InferenceService) -> tuple:
+    networks = []
+    for cidr in service.allowed_cidrs or []:
+        try:
+            networks.append(ipaddress.ip_network(str(cidr), strict=False))
+        except ValueError:
+            logger.error("service %s: ignoring invalid allowed network %r", service.name, cidr)
+    if service.allowed_cidrs and not networks:
+        # Fail closed: the owner meant to restrict callers; 0.0.0.0/32 is no caller's address.
+        networks.append(ipaddress.ip_network("0.0.0.0/32"))
+    return tuple(networks)
+
+
+def default_namespace() -> str:
+    return settings.SERVICE_NAMESPACE

@@ -1,0 +1,101 @@
+"""The gateway's pure pieces: token counting from passing bytes, the limit arithmetic, query
+stripping. No processes, no database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from gateway.access import stripped_query
+from gateway.errors import GatewayError
+from gateway.limits import LocalLimiter
+from gateway.selectors import AuthParam, KeyRecord, RouteRecord
+from gateway.usage import UsageScanner
+
+
+def run(coroutine):
+    """asyncio.run on a thread of its own: once a browser test has run, Playwright's sync API
+    keeps an event loop running on the main thread for the rest of the session."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def feed_in_pieces(scanner: UsageScanner, data: bytes, size: int) -> UsageScanner:
+    for i in range(0, len(data), size):
+        scanner.feed(data[i : i + size])
+    scanner.finish()
+    return scanner
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096])
+def test_usage_from_a_json_body_split_anywhere(size):
+    body = json.dumps(
+        {
+            "choices": [{"message": {"content": "x" * 50_000}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 3},
+        }
+    ).encode()
+    scanner = feed_in_pieces(UsageScanner(b"application/json"), body, size)
+    assert (scanner.prompt_tokens, scanner.completion_tokens, scanner.exact) == (11, 3, True)
+
+
+@pytest.mark.parametrize("size", [1, 5, 4096])
+def test_usage_from_the_final_sse_chunk(size):
+    chunks = [{"choices": [{"delta": {"content": f"t{i}"}}], "usage": None} for i in range(4)]
+    chunks.append({"choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 4}})
+    stream = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    scanner = feed_in_pieces(UsageScanner(b"text/event-stream"), stream, size)
+    assert (scanner.prompt_tokens, scanner.completion_tokens, scanner.exact) == (9, 4, True)
+
+
+def test_without_include_usage_completion_tokens_are_estimated_per_chunk():
+    chunks = [{"choices": [{"delta": {"content": f"t{i}"}}]} for i in range(6)]
+    stream = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+    scanner = feed_in_pieces(UsageScanner(b"text/event-stream"), stream, 3)
+    assert (scanner.prompt_tokens, scanner.completion_tokens, scanner.exact) == (0, 6, False)
+
+
+def key(**limits) -> KeyRecord:
+    base = dict(rpm_limit=None, tpm_limit=None, daily_token_budget=None, monthly_token_budget=None)
+    return KeyRecord(1, "p", "d", frozenset(), None, False, False, **{**base, **limits})
+
+
+def test_local_limiter_requests_per_minute():
+    limiter = LocalLimiter()
+    limited = key(rpm_limit=2)
+    headers = [dict(run(limiter.check(limited)).headers) for _ in range(2)]
+    assert [h[b"x-ratelimit-remaining"] for h in headers] == [b"1", b"0"]
+    with pytest.raises(GatewayError) as refused:
+        run(limiter.check(limited))
+    assert refused.value.status == 429
+    retry = int(dict(refused.value.headers)[b"retry-after"])
+    assert 1 <= retry <= 120
+
+
+def test_local_limiter_tokens_and_budget():
+    limiter = LocalLimiter()
+    limited = key(tpm_limit=100, daily_token_budget=150)
+    run(limiter.check(limited))
+    import time
+
+    limiter.add_tokens(1, 120, int(time.time() * 1000))
+    with pytest.raises(GatewayError) as refused:
+        run(limiter.check(limited))
+    assert "100 tokens per minute" in refused.value.message
+    limiter.add_tokens(1, 40, int(time.time() * 1000))
+    budget_key = key(daily_token_budget=150)
+    with pytest.raises(GatewayError) as refused:
+        run(limiter.check(budget_key))
+    assert "160 of 150 tokens used this day" in refused.value.message
+
+
+def test_query_parameters_of_the_policy_are_stripped_only():
+    route = RouteRecord(
+        1, "s", "ns", "Running", "vllm", True, "authorization",
+        (AuthParam("query", "team", "blue"),), (), "http://x",
+    )  # fmt: skip
+    assert stripped_query(route, b"a=1&team=blue&b=2") == b"a=1&b=2"
+    assert stripped_query(route, b"te%61m=blue&team2=x") == b"team2=x"
