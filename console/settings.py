@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "services",
     "auth.apps.AccessConfig",
     "deploy",
+    "gateway",
 ]
 
 MIDDLEWARE = [
@@ -184,11 +185,19 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
+    "gateway-usage-rollup": {
+        "task": "gateway.tasks.rollup_usage",
+        "schedule": env_float("USAGE_ROLLUP_SECONDS", 15.0),
+    },
     "repair-drift": {
         "task": "deploy.tasks.repair_drift",
         "schedule": env_float("REPAIR_INTERVAL_SECONDS", 30.0),
     },
+    "sample-queue-usage": {"task": "queues.tasks.sample_queue_usage", "schedule": 60.0},
+    "disable-unused-inference-keys": {"task": "auth.tasks.disable_unused_inference_keys", "schedule": 3600.0},
 }
+# Queue usage samples (one a minute per queue and flavor) older than this are pruned.
+QUEUE_USAGE_RETENTION_DAYS = env_int("QUEUE_USAGE_RETENTION_DAYS", 14)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Cluster --------------------------------------------------------------------------

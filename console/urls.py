@@ -5,6 +5,7 @@ from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.routers import DefaultRouter
 
+from auth.api import InferenceKeyViewSet
 from console.dashboard_views import audit_view, quotas_view, usage_csv_view, usage_view
 from datasets.api import DatasetViewSet
 from queues.api import FlavorViewSet, QueueViewSet
@@ -15,6 +16,7 @@ router.register("queues", QueueViewSet, basename="queue")
 router.register("flavors", FlavorViewSet, basename="flavor")
 router.register("datasets", DatasetViewSet, basename="dataset")
 router.register("services", ServiceViewSet, basename="service")
+router.register("keys", InferenceKeyViewSet, basename="inference-key")
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="services:list"), name="home"),
@@ -24,6 +26,7 @@ urlpatterns = [
     path("queues/", include("queues.urls")),
     path("datasets/", include("datasets.urls")),
     path("tokens/", include("auth.urls")),
+    path("keys/", include("auth.key_urls")),
     path("usage/", usage_view, name="usage"),
     path("usage.csv", usage_csv_view, name="usage-csv"),
     path("audit/", audit_view, name="audit"),

@@ -29,6 +29,14 @@ LABEL_PRIORITY_CLASS = "kueue.x-k8s.io/priority-class"
 ANNOTATION_ENV_HASH = "inference.console/env-hash"
 # In-cluster URL of the HTTP port, for the gateway and for people reading the Service.
 ANNOTATION_URL = "inference.console/url"
+# The name clients use for the model (/v1/models, /v2/models/<name>), for tools that read the Deployment.
+ANNOTATION_MODEL_NAME = "inference.console/served-model-name"
+# NetworkPolicy: model pods accept traffic only from pods in namespaces carrying these labels
+# (1.20 has no kubernetes.io/metadata.name label to select a namespace by name). The README
+# says how to label the gateway's and the monitoring namespace.
+GATEWAY_NAMESPACE_LABEL = ("inference.console/gateway", "true")
+MONITORING_NAMESPACE_LABEL = ("inference.console/monitoring", "true")
+METRICS_PORT_NAME = "metrics"
 
 COMPONENT = "inference-server"
 CONTAINER_NAME = "server"
@@ -49,12 +57,15 @@ Obj = dict[str, Any]
 
 
 def render_service(spec: ServiceSpec, *, cluster_domain: str = "cluster.local") -> list[Obj]:
-    """The objects of one service in apply order: [ConfigMap `<name>-env`], Deployment, Service."""
+    """The objects of one service in apply order: [ConfigMap `<name>-env`], NetworkPolicy,
+    Deployment, Service. The NetworkPolicy comes before the pods, so they are never reachable
+    from outside the gateway, not even while the first apply is halfway."""
     runtime = get_runtime(spec.runtime)
     _check_spec(spec)
     objects: list[Obj] = []
     if spec.env:
         objects.append(_config_map(spec))
+    objects.append(_network_policy(spec, runtime))
     objects.append(_deployment(spec, runtime))
     objects.append(_service(spec, runtime, cluster_domain))
     return objects
@@ -105,10 +116,13 @@ def _config_map(spec: ServiceSpec) -> Obj:
 
 def _deployment(spec: ServiceSpec, runtime: Runtime) -> Obj:
     labels = _labels(spec, with_queue=True)
+    metadata = _metadata(spec, spec.name, labels)
+    # On the Deployment, not the pod template: renaming the model must not restart pods by itself.
+    metadata["annotations"] = {ANNOTATION_MODEL_NAME: spec.served_model_name or spec.name}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(spec, spec.name, labels),
+        "metadata": metadata,
         "spec": {
             "replicas": spec.replicas,
             "selector": {"matchLabels": selector_labels(spec.name)},
@@ -140,6 +154,33 @@ def _service(spec: ServiceSpec, runtime: Runtime, cluster_domain: str) -> Obj:
         "kind": "Service",
         "metadata": metadata,
         "spec": {"type": "ClusterIP", "selector": selector_labels(spec.name), "ports": ports},
+    }
+
+
+def _network_policy(spec: ServiceSpec, runtime: Runtime) -> Obj:
+    """Ingress to the model pods only from the gateway's namespace (every port but metrics) and
+    from the monitoring namespace (the metrics port, where the runtime has one). Egress is left
+    alone: a policy listing only Ingress does not restrict it."""
+
+    def peers(label: tuple[str, str]) -> list[Obj]:
+        return [{"namespaceSelector": {"matchLabels": {label[0]: label[1]}}}]
+
+    def ports(names: list[str]) -> list[Obj]:
+        return [{"protocol": "TCP", "port": runtime.port(name).port} for name in names]
+
+    serving = [port.name for port in runtime.ports if port.name != METRICS_PORT_NAME]
+    ingress = [{"from": peers(GATEWAY_NAMESPACE_LABEL), "ports": ports(serving)}]
+    if any(port.name == METRICS_PORT_NAME for port in runtime.ports):
+        ingress.append({"from": peers(MONITORING_NAMESPACE_LABEL), "ports": ports([METRICS_PORT_NAME])})
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _metadata(spec, spec.name, _labels(spec)),
+        "spec": {
+            "podSelector": {"matchLabels": selector_labels(spec.name)},
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
     }
 
 

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from deploy.clusters import PermanentClusterError, get_cluster
 from deploy.render import render_service, revision_hash
-from deploy.status import derive_status
+from deploy.status import KUEUE_WAITING_REASONS, derive_status
 from services import phases
 from services.actions import service_record_applied, service_record_observation, service_transition
 from services.models import InferenceService
@@ -87,6 +87,8 @@ def fail_if_stuck(service: InferenceService) -> bool:
     """Fail a service that has not become Running within the start deadline of its last apply."""
     if service.phase not in {phases.DEPLOYING, phases.STARTING} or service.applied_at is None:
         return False
+    if service.reason in KUEUE_WAITING_REASONS:
+        return False  # waiting in Kueue's queue for quota is not failing to start
     age = (timezone.now() - service.applied_at).total_seconds()
     if age < settings.SERVICE_START_DEADLINE_SECONDS:
         return False

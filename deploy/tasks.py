@@ -30,7 +30,7 @@ def reconcile_service(service_id: int) -> None:
     if service.phase == phases.DELETING:
         sync.delete_service_objects(service)
         return
-    if service.phase == phases.QUEUED:
+    if service.phase == phases.QUEUED and not service.applied_revision:
         return  # nothing is applied before admission (services.admission.admit_queued)
     sync.apply_service(service)
 

@@ -10,11 +10,23 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from auth.invalidation import announce_service_changed
+from console.audit import AuditContext, audit_record, changes_between
 from console.validators import parse_quantity
 from deploy.status import DerivedStatus
 from queues.selectors import cohort_of
 from services import phases
 from services.admission import admit_queued, cluster_nodes, decide, flavor_named, lock_queues
+from services.auth_policy import (
+    auth_header_problems,
+    cidr_problems,
+    encrypt_params,
+    fill_kept_values,
+    normalize_cidrs,
+    param_names,
+    param_problems,
+    stored_params_differ,
+)
 from services.model_checks import check_model_files
 from services.models import InferenceService, ServiceEvent
 
@@ -22,9 +34,64 @@ from services.models import InferenceService, ServiceEvent
 SPEC_FIELDS = (
     "name", "description", "queue", "runtime", "image", "dataset", "model_path", "served_model_name",
     "engine_args", "env", "replicas", "cpu", "memory", "gpu_count", "gpu_type", "shm_size",
-    "auth_policy", "affinity_mode", "node_rules", "tolerations", "fit_override", "team", "priority_class",
+    "auth_policy", "auth_header", "allowed_cidrs", "affinity_mode", "node_rules", "tolerations",
+    "fit_override", "team", "priority_class",
 )  # fmt: skip
+# The gateway's view of a service, changeable after create; `auth_params` is not a model field:
+# it is stored encrypted in auth_params_encrypted and never shown back.
+POLICY_FIELDS = ("auth_policy", "auth_header", "allowed_cidrs", "auth_params")
 NAME_TAKEN = "A service with this name already exists in namespace {namespace}."
+NO_AUTH_FOR_STAFF_ONLY = (
+    "Only admins may turn off key checks: with no auth policy anyone who reaches the gateway can "
+    "call the model. Choose API key."
+)
+SERVICE_OBJECT_TYPE = "service"
+
+
+def _audit_snapshot(service: InferenceService) -> dict[str, Any]:
+    """What an audit reader may see of a service. Names only for env and extra auth parameters
+    (their values may be secrets), and no engine_args (it may hold --api-key)."""
+    return {
+        "name": service.name,
+        "namespace": service.namespace,
+        "queue": service.queue.name if service.queue_id else None,
+        "runtime": service.runtime,
+        "image": service.image,
+        "dataset": service.dataset.name if service.dataset_id else None,
+        "model_path": service.model_path,
+        "replicas": service.replicas,
+        "cpu": service.cpu,
+        "memory": service.memory,
+        "gpu_count": service.gpu_count,
+        "gpu_type": service.gpu_type,
+        "env": sorted(item["name"] for item in service.env if isinstance(item, dict) and "name" in item),
+        "description": service.description,
+        "auth_policy": service.auth_policy,
+        "auth_header": service.auth_header,
+        "allowed_cidrs": list(service.allowed_cidrs),
+        "auth_params": [f"{p['in']} {p['name']}" for p in param_names(service.auth_params_encrypted)],
+    }
+
+
+def _context(context: AuditContext | None, actor: AbstractBaseUser) -> AuditContext:
+    return context if context is not None else AuditContext(actor=actor)
+
+
+def _apply_auth_params(service: InferenceService, params: list | None) -> None:
+    """Check the extra parameters and store them encrypted; a parameter re-sent without a value
+    keeps the stored one."""
+    if params is None:
+        return
+    params = fill_kept_values(params, service.auth_params_encrypted) if isinstance(params, list) else params
+    problems = param_problems(params, auth_header=service.auth_header or "")
+    if problems:
+        raise ValidationError({"auth_params": problems})
+    service.auth_params_encrypted = encrypt_params(params)
+
+
+def _check_policy_allowed(service: InferenceService, actor: AbstractBaseUser) -> None:
+    if service.auth_policy == InferenceService.AuthPolicy.NONE and not actor.is_staff:
+        raise ValidationError({"auth_policy": NO_AUTH_FOR_STAFF_ONLY})
 
 
 def _enqueue_reconcile(service_id: int) -> None:
@@ -53,6 +120,8 @@ def _check_name_free(service: InferenceService) -> None:
 def _prepare(owner: AbstractBaseUser, fields: dict[str, Any]) -> tuple[InferenceService, list | None]:
     """A new service checked as far as it can be without the queue's lock: fields, team, model
     files; and the cluster's nodes for the admission check. Nothing is saved."""
+    fields = dict(fields)
+    auth_params = fields.pop("auth_params", None)
     unknown = set(fields) - set(SPEC_FIELDS)
     if unknown:
         raise ValidationError({name: "Unknown field." for name in sorted(unknown)})
@@ -62,6 +131,9 @@ def _prepare(owner: AbstractBaseUser, fields: dict[str, Any]) -> tuple[Inference
     service.full_clean(validate_constraints=False)
     if service.fit_override and not owner.is_staff:
         raise ValidationError({"fit_override": "Only admins may override the fit check."})
+    _check_policy_allowed(service, owner)
+    _apply_auth_params(service, auth_params)
+    service.allowed_cidrs = normalize_cidrs(service.allowed_cidrs)
     _check_team(service, owner)
     _set_amounts(service)
     # Reads the dataset's files (S3, a mounted folder) and the cluster's nodes: before any
@@ -90,7 +162,9 @@ def service_check(*, owner: AbstractBaseUser, **fields: Any) -> dict[str, Any]:
     }
 
 
-def service_create(*, owner: AbstractBaseUser, **fields: Any) -> InferenceService:
+def service_create(
+    *, owner: AbstractBaseUser, context: AuditContext | None = None, **fields: Any
+) -> InferenceService:
     """Validate and save a new service as Pending; reconcile starts after commit.
 
     Raises django ValidationError with field names; nothing is saved then.
@@ -125,6 +199,13 @@ def service_create(*, owner: AbstractBaseUser, **fields: Any) -> InferenceServic
                     else f"queued: {decision.message}"
                 ),
                 actor=str(owner),
+            )
+            audit_record(
+                context=_context(context, owner),
+                action="create",
+                obj=service,
+                object_type=SERVICE_OBJECT_TYPE,
+                changes=changes_between({}, _audit_snapshot(service)),
             )
             if service.phase == phases.PENDING:
                 _enqueue_reconcile(service.id)
@@ -167,15 +248,30 @@ def service_update(
     actor: AbstractBaseUser,
     replicas: int | None = None,
     description: str | None = None,
+    auth_policy: str | None = None,
+    auth_header: str | None = None,
+    allowed_cidrs: list[str] | None = None,
+    auth_params: list[dict[str, Any]] | None = None,
+    context: AuditContext | None = None,
 ) -> InferenceService:
-    """Change replicas (scale, 0 stops) or the description; a new spec goes through reconcile."""
+    """Change replicas (scale, 0 stops), the description or the auth policy (only what is given).
+
+    A new spec goes through reconcile; a new policy only needs the gateways to reload it."""
     if service.phase in {phases.DELETING, phases.DELETED}:
         raise ValidationError({"replicas": f"The service is {service.phase.lower()}."})
     nodes = cluster_nodes()
     with transaction.atomic():
         locked = lock_queues(service.queue)
         service = InferenceService.objects.select_for_update().get(id=service.id)
-        changes = []
+        before = _audit_snapshot(service)
+        changes = _update_policy(
+            service,
+            actor=actor,
+            auth_policy=auth_policy,
+            auth_header=auth_header,
+            allowed_cidrs=allowed_cidrs,
+            auth_params=auth_params,
+        )
         if description is not None and description != service.description:
             service.description = description
             changes.append("description")
@@ -200,12 +296,67 @@ def service_update(
             )
         if changes:
             service.save(update_fields=[*changes, "updated_at"])
+            audit_record(
+                context=_context(context, actor),
+                action="update",
+                obj=service,
+                object_type=SERVICE_OBJECT_TYPE,
+                changes=changes_between(before, _audit_snapshot(service)),
+            )
+        if set(changes) & {"auth_policy", "auth_header", "allowed_cidrs", "auth_params_encrypted"}:
+            announce_service_changed(namespace=service.namespace, name=service.name)
         if "replicas" in changes:
             _enqueue_reconcile(service.id)
     return service
 
 
-def service_delete(*, service: InferenceService, actor: AbstractBaseUser) -> None:
+def _update_policy(
+    service: InferenceService,
+    *,
+    actor: AbstractBaseUser,
+    auth_policy: str | None,
+    auth_header: str | None,
+    allowed_cidrs: list[str] | None,
+    auth_params: list[dict[str, Any]] | None,
+) -> list[str]:
+    """Apply the given policy fields to the locked service with the model's checks; returns the
+    names of the model fields that changed. Raises ValidationError keyed by field."""
+    changed = []
+    for field, value in (("auth_policy", auth_policy), ("auth_header", auth_header)):
+        if value is not None and value != getattr(service, field):
+            setattr(service, field, value)
+            changed.append(field)
+    errors: dict[str, list[str]] = {}
+    if "auth_policy" in changed:
+        if service.auth_policy not in InferenceService.AuthPolicy.values:
+            errors["auth_policy"] = [f"{service.auth_policy!r} is not one of: none, api_key."]
+        elif service.auth_policy == InferenceService.AuthPolicy.NONE and not actor.is_staff:
+            errors["auth_policy"] = [NO_AUTH_FOR_STAFF_ONLY]
+    if "auth_header" in changed and auth_header_problems(service.auth_header):
+        errors["auth_header"] = auth_header_problems(service.auth_header)
+    if allowed_cidrs is not None:
+        problems = cidr_problems(allowed_cidrs)
+        if problems:
+            errors["allowed_cidrs"] = problems
+        elif normalize_cidrs(allowed_cidrs) != service.allowed_cidrs:
+            service.allowed_cidrs = normalize_cidrs(allowed_cidrs)
+            changed.append("allowed_cidrs")
+    if errors:
+        raise ValidationError(errors)
+    if auth_params is not None:
+        stored = service.auth_params_encrypted
+        _apply_auth_params(service, auth_params)
+        # Fernet tokens differ on every encryption: compare what they hold.
+        if stored_params_differ(stored, service.auth_params_encrypted):
+            changed.append("auth_params_encrypted")
+        else:
+            service.auth_params_encrypted = stored
+    return changed
+
+
+def service_delete(
+    *, service: InferenceService, actor: AbstractBaseUser, context: AuditContext | None = None
+) -> None:
     """Mark the service Deleting; the worker removes its objects and then marks it Deleted."""
     with transaction.atomic():
         changed = service_transition(
@@ -217,6 +368,14 @@ def service_delete(*, service: InferenceService, actor: AbstractBaseUser) -> Non
             actor=str(actor),
         )
         if changed:
+            audit_record(
+                context=_context(context, actor),
+                action="delete",
+                obj=service,
+                object_type=SERVICE_OBJECT_TYPE,
+                changes={"phase": [service.phase, phases.DELETING]},
+            )
+            announce_service_changed(namespace=service.namespace, name=service.name)
             from deploy.tasks import delete_service
 
             transaction.on_commit(lambda: delete_service.delay(service.id))
@@ -245,7 +404,7 @@ def service_transition(
             rows = rows.filter(phase__in=from_phases)
         if exclude_phases:
             rows = rows.exclude(phase__in=exclude_phases)
-        current = rows.values("phase", "reason", "message", "ready_replicas").first()
+        current = rows.values("phase", "reason", "message", "ready_replicas", "namespace", "name").first()
         if current is None:
             return False
         updates: dict[str, Any] = {"reason": reason, "message": message}
@@ -271,6 +430,9 @@ def service_transition(
                 message=message,
                 actor=actor,
             )
+        if current["phase"] != to_phase and phases.SERVING & {current["phase"], to_phase}:
+            # The gateway routes only serving services: drop its cached route now, not at its TTL.
+            announce_service_changed(namespace=current["namespace"], name=current["name"])
         return True
 
 

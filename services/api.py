@@ -5,11 +5,13 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from console.api import ModelValidatedSerializer
+from console.audit import audit_context
 from datasets.models import Dataset
 from deploy.render import objects_to_yaml, render_service
 from queues.models import PriorityClass, Queue, Team
 from services.access import access_info
 from services.actions import SPEC_FIELDS, service_check, service_create, service_delete, service_update
+from services.auth_policy import param_names
 from services.logs import PodNotFound, service_pod_log
 from services.models import InferenceService, ServiceEvent
 from services.selectors import service_events, service_list, services_visible_to
@@ -32,6 +34,40 @@ class TolerationSerializer(serializers.Serializer):
     operator = serializers.ChoiceField(["Equal", "Exists"], default="Equal")
     value = serializers.CharField(allow_blank=True, default="")
     effect = serializers.ChoiceField(["", "NoSchedule", "PreferNoSchedule", "NoExecute"], default="")
+
+
+class AuthParamSerializer(serializers.Serializer):
+    """One extra parameter callers must send. The value is write-only: reads say `value_set`."""
+
+    # "in" is a Python keyword: the field is named in_ and published as "in".
+    in_ = serializers.ChoiceField(["header", "query"])
+    name = serializers.CharField()
+    value = serializers.CharField(
+        write_only=True, required=False, help_text="Stored encrypted; empty keeps the stored value."
+    )
+    value_set = serializers.BooleanField(read_only=True)
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["in"] = fields.pop("in_")
+        return fields
+
+
+@extend_schema_field(AuthParamSerializer(many=True))
+class AuthParamsField(serializers.Field):
+    """`auth_params`: written as [{"in", "name", "value"}], read back as names with `value_set`
+    (values are never returned). The checks are the action's (services.auth_policy)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(source="*", required=False, **kwargs)
+
+    def to_representation(self, service: InferenceService) -> list[dict]:
+        return param_names(service.auth_params_encrypted)
+
+    def to_internal_value(self, data) -> dict:
+        if not isinstance(data, list) or not all(isinstance(item, dict) for item in data):
+            raise serializers.ValidationError('Give a list of {"in": "header" or "query", "name", "value"}.')
+        return {"auth_params": data}
 
 
 class StatusSerializer(serializers.Serializer):
@@ -63,6 +99,10 @@ class ServiceSerializer(ModelValidatedSerializer):
     env = EnvVarSerializer(many=True, required=False)
     node_rules = NodeRuleSerializer(many=True, required=False)
     tolerations = TolerationSerializer(many=True, required=False)
+    allowed_cidrs = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text='e.g. ["10.0.0.0/8"]; empty: anywhere.'
+    )
+    auth_params = AuthParamsField()
     owner = serializers.CharField(source="owner.username", read_only=True)
     status = serializers.SerializerMethodField()
     access = serializers.SerializerMethodField()
@@ -73,6 +113,7 @@ class ServiceSerializer(ModelValidatedSerializer):
             "id",
             "uid",
             *SPEC_FIELDS,
+            "auth_params",
             "namespace",
             "owner",
             "status",
@@ -120,6 +161,10 @@ class AdmissionCheckSerializer(serializers.Serializer):
 class ServiceUpdateSerializer(serializers.Serializer):
     replicas = serializers.IntegerField(min_value=0, required=False)
     description = serializers.CharField(max_length=500, allow_blank=True, required=False)
+    auth_policy = serializers.ChoiceField(InferenceService.AuthPolicy.choices, required=False)
+    auth_header = serializers.CharField(required=False)
+    allowed_cidrs = serializers.ListField(child=serializers.CharField(), required=False)
+    auth_params = AuthParamsField()
 
 
 class PodLogSerializer(serializers.Serializer):
@@ -169,7 +214,11 @@ class ServiceViewSet(
         )
 
     def perform_create(self, serializer):
-        serializer.instance = service_create(owner=self.request.user, **serializer.validated_data)
+        serializer.instance = service_create(
+            owner=self.request.user,
+            context=audit_context(self.request, via="api"),
+            **serializer.validated_data,
+        )
 
     @extend_schema(request=ServiceSerializer, responses={200: AdmissionCheckSerializer})
     @action(detail=False, methods=["post"])
@@ -185,13 +234,18 @@ class ServiceViewSet(
         service = self.get_object()
         update = ServiceUpdateSerializer(data=request.data)
         update.is_valid(raise_exception=True)
-        service = service_update(service=service, actor=request.user, **update.validated_data)
+        service = service_update(
+            service=service,
+            actor=request.user,
+            context=audit_context(request, via="api"),
+            **update.validated_data,
+        )
         return Response(ServiceSerializer(service).data)
 
     @extend_schema(responses={202: ServiceSerializer})
     def destroy(self, request, pk=None):
         service = self.get_object()
-        service_delete(service=service, actor=request.user)
+        service_delete(service=service, actor=request.user, context=audit_context(request, via="api"))
         service.refresh_from_db()
         return Response(ServiceSerializer(service).data, status=status.HTTP_202_ACCEPTED)
 

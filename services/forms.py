@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from datasets.models import Dataset
 from queues.models import Queue
 from services.actions import SPEC_FIELDS
+from services.auth_policy import param_names
 from services.models import InferenceService
 
 SECTIONS = (
@@ -14,7 +15,7 @@ SECTIONS = (
     ("Runtime", ("runtime", "image", "engine_args", "env")),
     ("Model", ("dataset", "model_path", "served_model_name")),
     ("Resources", ("replicas", "cpu", "memory", "gpu_count", "gpu_type", "shm_size", "fit_override")),
-    ("Access", ("auth_policy",)),
+    ("Access", ("auth_policy", "auth_header", "auth_params", "allowed_cidrs")),
     ("Scheduling", ("affinity_mode", "node_rules", "tolerations")),
 )
 
@@ -64,11 +65,74 @@ def parse_tolerations(text: str) -> list[dict]:
     return tolerations
 
 
+def parse_lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def parse_auth_params(text: str) -> list[dict[str, str]]:
+    """Lines 'header X-Tenant=acme' or 'query tenant=acme'; 'header X-Tenant' alone keeps the
+    stored value (the edit form shows names only)."""
+    params = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        place, _, rest = line.strip().partition(" ")
+        name, sep, value = rest.strip().partition("=")
+        if place not in {"header", "query"} or not name.strip():
+            raise ValidationError(
+                f"Line {number}: start with header or query, e.g. 'header X-Tenant=acme' or 'query team=b'."
+            )
+        item = {"in": place, "name": name.strip()}
+        if sep:
+            item["value"] = value.strip()
+        params.append(item)
+    return params
+
+
+def format_auth_param_names(names: list[dict]) -> str:
+    return "\n".join(f"{p['in']} {p['name']}" for p in names)
+
+
+class PolicyFieldsMixin(forms.Form):
+    """The gateway's auth policy fields, shared by the create form and the policy edit form."""
+
+    auth_header = forms.CharField(
+        label="Key header",
+        required=False,
+        max_length=64,
+        help_text="Authorization (the default) means 'Authorization: Bearer <key>'; another header, "
+        "e.g. X-Api-Key, carries the raw key.",
+        widget=forms.TextInput(attrs={"placeholder": "Authorization"}),
+    )
+    auth_params = forms.CharField(
+        label="Extra required parameters",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "header X-Tenant=acme\nquery team=search"}),
+        help_text="Callers must also send these: one per line, 'header Name=value' or 'query name=value'. "
+        "Values are stored encrypted and never shown again; a line without '=value' keeps the stored value.",
+    )
+    allowed_cidrs = forms.CharField(
+        label="Allowed source networks",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "10.0.0.0/8\n2001:db8::/32"}),
+        help_text="One network per line; callers from elsewhere are refused. Empty: anywhere.",
+    )
+
+    def clean_auth_header(self) -> str:
+        return self.cleaned_data.get("auth_header", "").strip() or "Authorization"
+
+    def clean_auth_params(self) -> list[dict[str, str]]:
+        return parse_auth_params(self.cleaned_data.get("auth_params", ""))
+
+    def clean_allowed_cidrs(self) -> list[str]:
+        return parse_lines(self.cleaned_data.get("allowed_cidrs", ""))
+
+
 def format_env(items: list[dict]) -> str:
     return "\n".join(f"{i['name']}={i['value']}" for i in items)
 
 
-class InferenceServiceForm(forms.ModelForm):
+class InferenceServiceForm(PolicyFieldsMixin, forms.ModelForm):
     env = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "placeholder": "HF_HOME=/root/.cache/huggingface"}),
@@ -118,6 +182,31 @@ class InferenceServiceForm(forms.ModelForm):
 
     def sections(self):
         return [(title, [self[name] for name in names if name in self.fields]) for title, names in SECTIONS]
+
+
+class AuthPolicyForm(PolicyFieldsMixin, forms.Form):
+    """Change a service's auth policy at the gateway; no redeploy is needed."""
+
+    auth_policy = forms.ChoiceField(label="Auth policy", choices=InferenceService.AuthPolicy.choices)
+
+    field_order = ("auth_policy", "auth_header", "auth_params", "allowed_cidrs")
+
+    @classmethod
+    def for_service(cls, service: InferenceService, data=None) -> "AuthPolicyForm":
+        """The stored policy as initial values: parameter names without their values."""
+        initial = {
+            "auth_policy": service.auth_policy,
+            "auth_header": service.auth_header,
+            "auth_params": format_auth_param_names(param_names(service.auth_params_encrypted)),
+            "allowed_cidrs": "\n".join(service.allowed_cidrs),
+        }
+        form = cls(data, initial=initial)
+        stored = param_names(service.auth_params_encrypted)
+        if stored:
+            form.fields["auth_params"].help_text += " Stored now: " + ", ".join(
+                f"{p['in']} {p['name']} (value set)" for p in stored
+            )
+        return form
 
 
 class ScaleForm(forms.Form):

@@ -20,6 +20,7 @@ from console.validators import (
 )
 from deploy.runtimes import RUNTIMES, EngineArgsError, get_runtime
 from services import phases
+from services.auth_policy import auth_header_problems, cidr_problems
 
 MAX_REPLICAS = 32
 MAX_GPUS_PER_REPLICA = 64
@@ -229,6 +230,10 @@ class InferenceService(models.Model):
                 add("tolerations", message)
         elif self.node_rules or self.tolerations:
             add("affinity_mode", "Node rules and tolerations need the custom affinity mode.")
+        for message in auth_header_problems(self.auth_header):
+            add("auth_header", message)
+        for message in cidr_problems(self.allowed_cidrs):
+            add("allowed_cidrs", message)
         if self.dataset_id is not None and self.dataset.phase == self.dataset.Phase.FAILED:
             add("dataset", f"Dataset {self.dataset.name} failed to prewarm: {self.dataset.phase_message}")
         if errors:

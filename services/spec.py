@@ -31,7 +31,16 @@ def service_spec(service: InferenceService) -> ServiceSpec:
         queue_name=service.queue.name,
         priority_class=service.priority_class.name if service.priority_class_id else "",
         flavor_node_labels=tuple(sorted((flavor.node_labels or {}).items())) if flavor else (),
-        flavor_tolerations=tuple(map(Toleration.from_json, flavor.tolerations or ())) if flavor else (),
+        flavor_tolerations=_flavor_tolerations(service),
         auth_policy=service.auth_policy,
         service_uid=str(service.uid),
     )
+
+
+def _flavor_tolerations(service: InferenceService) -> tuple[Toleration, ...]:
+    """The admitted flavor's tolerations, plus tolerations of its node taints that the service's
+    own tolerations (only rendered in custom mode) do not cover already."""
+    if service.flavor is None:
+        return ()
+    own = service.tolerations if service.affinity_mode == "custom" else []
+    return tuple(map(Toleration.from_json, service.flavor.pod_tolerations(own or ())))

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from services import check_views, picker_views, views
+from services import check_views, picker_views, policy_views, views
 
 app_name = "services"
 urlpatterns = [
@@ -16,4 +16,6 @@ urlpatterns = [
     path("<int:pk>/logs/", views.service_logs_view, name="logs"),
     path("<int:pk>/delete/", views.service_delete_view, name="delete"),
     path("<int:pk>/scale/", views.service_scale_view, name="scale"),
+    path("<int:pk>/policy/", policy_views.service_policy_view, name="policy"),
+    path("<int:pk>/playground/", views.service_playground_partial, name="playground"),
 ]

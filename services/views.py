@@ -4,8 +4,10 @@ from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
 
+from console.audit import audit_context
 from deploy.render import objects_to_yaml, render_service
 from deploy.runtimes import RUNTIMES
 from queues.models import Queue
@@ -15,6 +17,7 @@ from services.actions import service_create, service_delete, service_update
 from services.forms import InferenceServiceForm, ScaleForm
 from services.logs import PodNotFound, service_pod_log
 from services.models import InferenceService
+from services.playground import PlaygroundForm, call_gateway
 from services.selectors import service_events, service_list, services_visible_to
 from services.spec import service_spec
 
@@ -43,7 +46,9 @@ def service_create_view(request: HttpRequest) -> HttpResponse:
     form = InferenceServiceForm(request.POST or None, user=request.user)
     if request.method == "POST" and form.is_valid():
         try:
-            service = service_create(owner=request.user, **form.cleaned_data)
+            service = service_create(
+                owner=request.user, context=audit_context(request, via="web"), **form.cleaned_data
+            )
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
@@ -81,6 +86,7 @@ def service_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
             "events": service_events(service=service),
             "access": access_info(service),
             "scale_form": ScaleForm(initial={"replicas": service.replicas}),
+            "playground_form": PlaygroundForm(service=service),
         },
     )
 
@@ -117,7 +123,7 @@ def service_logs_view(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def service_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
     service = _get_service(request, pk)
-    service_delete(service=service, actor=request.user)
+    service_delete(service=service, actor=request.user, context=audit_context(request, via="web"))
     messages.info(request, f"Deleting {service.name}.")
     return redirect("services:detail", pk=service.pk)
 
@@ -129,7 +135,12 @@ def service_scale_view(request: HttpRequest, pk: int) -> HttpResponse:
     form = ScaleForm(request.POST)
     if form.is_valid():
         try:
-            service_update(service=service, actor=request.user, replicas=form.cleaned_data["replicas"])
+            service_update(
+                service=service,
+                actor=request.user,
+                replicas=form.cleaned_data["replicas"],
+                context=audit_context(request, via="web"),
+            )
         except ValidationError as exc:
             for message in exc.messages:
                 messages.error(request, message)
@@ -138,3 +149,21 @@ def service_scale_view(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.error(request, "Replicas must be a whole number from 0 to 32.")
     return redirect("services:detail", pk=service.pk)
+
+
+@sensitive_post_parameters()  # the key and the auth parameters' values stay out of error reports
+@login_required
+@require_POST
+def service_playground_partial(request: HttpRequest, pk: int) -> HttpResponse:
+    """One call through the gateway with the pasted key; the key is used for this call only."""
+    service = _get_service(request, pk)
+    form = PlaygroundForm(request.POST, service=service)
+    result = None
+    not_running = service.phase != phases.RUNNING
+    if not not_running and form.is_valid():
+        result = call_gateway(service=service, form=form)
+    return render(
+        request,
+        "services/_playground_result.html",
+        {"service": service, "form": form, "result": result, "not_running": not_running},
+    )

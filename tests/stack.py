@@ -12,6 +12,7 @@ from django.db import connection
 from console.celery import app as celery_app
 from deploy import clusters
 from deploy.clusters import get_cluster
+from deploy.clusters.simulated import standins
 from deploy.management.commands.watch_cluster import follow_prewarms
 from deploy.sync import observe_by_name
 
@@ -34,7 +35,10 @@ def fast_cluster(settings, tmp_path):
     settings.SIMULATED_STATE_DIR = str(tmp_path / "simulated")
     settings.PREWARM_POLL_SECONDS = 0.2
     clusters._cluster_for.cache_clear()
-    yield get_cluster()
+    cluster = get_cluster()
+    yield cluster
+    # The stand-in servers of Running services outlive processes by design: stop this test's.
+    standins.sync_all(cluster.state, {})
     clusters._cluster_for.cache_clear()
 
 

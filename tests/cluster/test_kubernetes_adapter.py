@@ -67,6 +67,7 @@ def test_apply_creates_the_deployment_and_the_service(cluster, kube_api_client, 
 
     assert lines == [
         f"ConfigMap {namespace}/chat-env: created",
+        f"NetworkPolicy {namespace}/chat: created",
         f"Deployment {namespace}/chat: created",
         f"Service {namespace}/chat: created",
     ]
@@ -105,7 +106,11 @@ def test_second_identical_apply_changes_nothing(cluster, kube_api_client, namesp
 
     lines = cluster.apply(render_service(spec))
 
-    assert lines == [f"Deployment {namespace}/chat: unchanged", f"Service {namespace}/chat: unchanged"]
+    assert lines == [
+        f"NetworkPolicy {namespace}/chat: unchanged",
+        f"Deployment {namespace}/chat: unchanged",
+        f"Service {namespace}/chat: unchanged",
+    ]
     after = settled()
     assert after.metadata.resource_version == before.metadata.resource_version
     assert after.metadata.generation == before.metadata.generation
@@ -114,7 +119,11 @@ def test_second_identical_apply_changes_nothing(cluster, kube_api_client, namesp
 
     # A real change is reported as such and bumps the generation.
     lines = cluster.apply(render_service(make_spec(namespace, replicas=0, memory="12Gi")))
-    assert lines == [f"Deployment {namespace}/chat: configured", f"Service {namespace}/chat: unchanged"]
+    assert lines == [
+        f"NetworkPolicy {namespace}/chat: unchanged",
+        f"Deployment {namespace}/chat: configured",
+        f"Service {namespace}/chat: unchanged",
+    ]
     assert settled().metadata.generation == before.metadata.generation + 1
 
 
@@ -178,7 +187,7 @@ def test_delete_service_removes_every_labelled_object(cluster, kube_api_client, 
     wait_until(
         lambda: cluster.observe(namespace, NAME), lambda o: len(o.pods) == 1, what="the pod to be created"
     )
-    assert cluster.observe(namespace, NAME).other_objects == 2  # Service and ConfigMap
+    assert cluster.observe(namespace, NAME).other_objects == 3  # Service, ConfigMap, NetworkPolicy
 
     cluster.delete_service(namespace, NAME)
 

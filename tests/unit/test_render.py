@@ -160,10 +160,10 @@ ALL_SPECS = [make_spec(r, g, **VARIANTS[v]) for r in ("vllm", "triton") for g in
 
 
 def test_objects_come_in_apply_order_in_the_spec_namespace() -> None:
-    assert [o["kind"] for o in render_service(make_spec())] == ["Deployment", "Service"]
+    assert [o["kind"] for o in render_service(make_spec())] == ["NetworkPolicy", "Deployment", "Service"]
     objects = render_service(make_spec(env=(("A", "1"),)))
-    assert [o["kind"] for o in objects] == ["ConfigMap", "Deployment", "Service"]
-    assert [o["metadata"]["name"] for o in objects] == ["chat-env", "chat", "chat"]
+    assert [o["kind"] for o in objects] == ["ConfigMap", "NetworkPolicy", "Deployment", "Service"]
+    assert [o["metadata"]["name"] for o in objects] == ["chat-env", "chat", "chat", "chat"]
     assert {o["metadata"]["namespace"] for o in objects} == {"inference"}
 
 
@@ -457,14 +457,17 @@ def test_objects_share_no_sub_objects() -> None:
     text = objects_to_yaml(objects)
     assert "&id" not in text and "*id" not in text  # PyYAML anchors mean shared dicts
     assert list(yaml.safe_load_all(text)) == objects
-    objects[1]["spec"]["selector"]["matchLabels"]["x"] = "y"
-    assert "x" not in objects[2]["spec"]["selector"]
+    kinds = by_kind(objects)
+    kinds["Deployment"]["spec"]["selector"]["matchLabels"]["x"] = "y"
+    assert "x" not in kinds["Service"]["spec"]["selector"]
+    assert "x" not in kinds["NetworkPolicy"]["spec"]["podSelector"]["matchLabels"]
 
 
 def test_yaml_is_multi_document() -> None:
     text = objects_to_yaml(render_service(make_spec(env=(("A", "1"),))))
-    assert text.count("\n---\n") == 2
-    assert [d["kind"] for d in yaml.safe_load_all(text)] == ["ConfigMap", "Deployment", "Service"]
+    assert text.count("\n---\n") == 3
+    kinds = [d["kind"] for d in yaml.safe_load_all(text)]
+    assert kinds == ["ConfigMap", "NetworkPolicy", "Deployment", "Service"]
 
 
 @pytest.mark.parametrize(

@@ -43,8 +43,8 @@ def run_manage(*args: str, tmp_path: Path, stdin: str | None = None) -> subproce
 
 def test_vllm_example_renders_config_map_deployment_service() -> None:
     objects = render(str(EXAMPLES / "spec-vllm.json"))
-    assert [o["kind"] for o in objects] == ["ConfigMap", "Deployment", "Service"]
-    deployment = objects[1]
+    assert [o["kind"] for o in objects] == ["ConfigMap", "NetworkPolicy", "Deployment", "Service"]
+    deployment = objects[2]
     assert deployment["metadata"] == {**deployment["metadata"], "name": "chatglm2", "namespace": "inference"}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["volumes"][0]["nfs"] == {"server": "10.0.0.5", "path": "/exports/models", "readOnly": True}
@@ -55,8 +55,8 @@ def test_vllm_example_renders_config_map_deployment_service() -> None:
 
 def test_triton_example_renders_deployment_service() -> None:
     objects = render(str(EXAMPLES / "spec-triton.json"))
-    assert [o["kind"] for o in objects] == ["Deployment", "Service"]
-    pod = objects[0]["spec"]["template"]["spec"]
+    assert [o["kind"] for o in objects] == ["NetworkPolicy", "Deployment", "Service"]
+    pod = objects[1]["spec"]["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "2"
     assert pod["volumes"][0]["persistentVolumeClaim"]["readOnly"] is True
     expressions = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
@@ -102,7 +102,7 @@ def test_subprocess_without_database(tmp_path: Path) -> None:
     result = run_manage("examples/spec-vllm.json", tmp_path=tmp_path)
     assert result.returncode == 0, result.stderr
     kinds = [doc["kind"] for doc in yaml.safe_load_all(result.stdout)]
-    assert kinds == ["ConfigMap", "Deployment", "Service"]
+    assert kinds == ["ConfigMap", "NetworkPolicy", "Deployment", "Service"]
     assert not (tmp_path / "var" / "console.sqlite3").exists()
 
 
@@ -110,7 +110,11 @@ def test_subprocess_reads_stdin(tmp_path: Path) -> None:
     spec = (EXAMPLES / "spec-triton.json").read_text()
     result = run_manage("-", tmp_path=tmp_path, stdin=spec)
     assert result.returncode == 0, result.stderr
-    assert [doc["kind"] for doc in yaml.safe_load_all(result.stdout)] == ["Deployment", "Service"]
+    assert [doc["kind"] for doc in yaml.safe_load_all(result.stdout)] == [
+        "NetworkPolicy",
+        "Deployment",
+        "Service",
+    ]
 
 
 @pytest.mark.parametrize(

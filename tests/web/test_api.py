@@ -83,7 +83,7 @@ def test_manifests_and_events(api, service_payload):
     body = create(api, service_payload)
     manifests = api.get(f"/api/v1/services/{body['id']}/manifests/").json()
     kinds = [o["kind"] for o in manifests["objects"]]
-    assert kinds == ["ConfigMap", "Deployment", "Service"]
+    assert kinds == ["ConfigMap", "NetworkPolicy", "Deployment", "Service"]
     assert "kind: Deployment" in manifests["yaml"]
     events = api.get(f"/api/v1/services/{body['id']}/events/").json()
     assert events[0]["reason"] == "Created"

@@ -19,7 +19,14 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.resource import Resource
 
-from deploy.clusters.base import LABEL_SERVICE, NodeInfo, PermanentClusterError, service_selector
+from deploy.clusters.base import (
+    LABEL_MANAGED_BY,
+    LABEL_SERVICE,
+    MANAGED_BY,
+    NodeInfo,
+    PermanentClusterError,
+    service_selector,
+)
 from deploy.clusters.kubernetes.api import (
     DEPLOYMENT,
     JOB,
@@ -37,6 +44,7 @@ from deploy.clusters.kubernetes.observe import (
     resource_version_of,
 )
 from deploy.clusters.kubernetes.watch import watch_services
+from deploy.clusters.kubernetes.workloads import read_workloads, workload_observations
 from deploy.observation import JobObservation, Observation
 
 log = logging.getLogger(__package__)  # the adapter logs as deploy.clusters.kubernetes
@@ -257,8 +265,15 @@ class KubernetesCluster(ClusterApi):
                 )
                 for kind in OTHER_KINDS
             )
+            # Kueue's verdict on the pods, where Kueue is installed (workloads.py).
+            workloads = workload_observations(read_workloads(self, namespace, pods), pods)
         return observation_from(
-            deployment, pods, events, other_objects=other_objects, observed_at=datetime.now(UTC)
+            deployment,
+            pods,
+            events,
+            other_objects=other_objects,
+            observed_at=datetime.now(UTC),
+            workloads=workloads,
         )
 
     def observe_job(self, namespace: str, name: str) -> JobObservation:
@@ -270,6 +285,25 @@ class KubernetesCluster(ClusterApi):
                 return job_observation_from(None, [])
             pods = self.list_objects(pods_resource, namespace, label_selector=f"job-name={name}")
         return job_observation_from(job, pods)
+
+    # --- where the gateway reaches a service -------------------------------------------
+
+    def service_endpoint(self, *, namespace: str, name: str) -> str | None:
+        """`http://<name>.<namespace>.svc.<CLUSTER_DOMAIN>:<http port>` when the console's Service
+        object exists, else None. The port is read from the live Service (named `http`, else the
+        first), so a runtime with another port still routes right."""
+        with api_errors(f"cannot read service {namespace}/{name}"):
+            service = self.get_or_none(self.resource_for("v1", "Service"), name, namespace)
+        if service is None:
+            return None
+        labels = (service.get("metadata") or {}).get("labels") or {}
+        if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or labels.get(LABEL_SERVICE) != name:
+            return None  # a Service someone else made under that name is not ours to route to
+        ports = (service.get("spec") or {}).get("ports") or []
+        port = next((p for p in ports if p.get("name") == "http"), ports[0] if ports else None)
+        if port is None or not port.get("port"):
+            return None
+        return f"http://{name}.{namespace}.svc.{settings.CLUSTER_DOMAIN}:{port['port']}"
 
     # --- watch ----------------------------------------------------------------------------
 

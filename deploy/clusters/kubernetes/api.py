@@ -28,7 +28,12 @@ LIST_PAGE_SIZE = 500
 # The kinds a service is made of besides its Deployment (what delete_service removes and
 # what other_objects counts). Deployment first: deleting it stops new pods being made.
 DEPLOYMENT = ("apps/v1", "Deployment")
-OTHER_KINDS = (("v1", "Service"), ("v1", "ConfigMap"), ("v1", "Secret"))
+OTHER_KINDS = (
+    ("v1", "Service"),
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("networking.k8s.io/v1", "NetworkPolicy"),
+)
 JOB = ("batch/v1", "Job")
 
 # The apiVersion the console writes each kind in, for callers that name a kind only

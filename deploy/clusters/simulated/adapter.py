@@ -22,8 +22,8 @@ from django.db import DatabaseError, IntegrityError, close_old_connections, conn
 from django.db.models import Q
 from django.utils import timezone
 
-from deploy.clusters.base import NodeInfo, PermanentClusterError, TransientClusterError
-from deploy.clusters.simulated import jobs
+from deploy.clusters.base import LABEL_SERVICE, NodeInfo, PermanentClusterError, TransientClusterError
+from deploy.clusters.simulated import jobs, standins
 from deploy.clusters.simulated.apply import apply_one, prepare
 from deploy.clusters.simulated.deployments import Obj, deployment_conditions, template_hash
 from deploy.clusters.simulated.faults import FaultRule, Faults, load_fault_rules, pod_faults
@@ -36,7 +36,12 @@ from deploy.observation import EventObservation, JobObservation, Observation, Po
 log = logging.getLogger(__package__)  # the simulated cluster logs as deploy.clusters.simulated
 
 # What Observation.other_objects counts: what is left of a service besides its Deployment.
-OTHER_KINDS = ("Service", "ConfigMap", "Secret")
+OTHER_KINDS = ("Service", "ConfigMap", "Secret", "NetworkPolicy")
+# A test's binding of a service to an upstream URL (bind_endpoint): simulated-only, so its own kind.
+ENDPOINT_BINDING_KIND = "EndpointBinding"
+ENDPOINT_BINDING_API_VERSION = "simulated.inference.console/v1"
+LABEL_RUNTIME = "inference.console/runtime"  # as deploy.render sets it
+ANNOTATION_MODEL_NAME = "inference.console/served-model-name"  # as deploy.render sets it
 WATCH_STOP_CHECK_SECONDS = 0.2
 
 
@@ -150,6 +155,9 @@ class SimulatedCluster:
                 ) from None
         self._schedule_pending()
         jobs.start_bound_pods(self.state, self.clock())
+        for item in prepared:
+            if item.kind == "Deployment" and item.labels.get(LABEL_SERVICE):
+                self._stop_unserved_standins(item.namespace, item.labels[LABEL_SERVICE])
         return lines
 
     def delete_service(self, namespace: str, name: str) -> None:
@@ -164,6 +172,10 @@ class SimulatedCluster:
                 Q(service=name) | Q(deployment__in=deployments), namespace=namespace
             ).delete()
             SimulatedObject.objects.filter(namespace=namespace, service=name).delete()
+            SimulatedObject.objects.filter(
+                kind=ENDPOINT_BINDING_KIND, namespace=namespace, name=name
+            ).delete()
+        standins.stop_service(self.state, namespace, name)
         self._schedule_pending()
 
     def observe(self, namespace: str, name: str) -> Observation:
@@ -178,6 +190,8 @@ class SimulatedCluster:
         ).count()
         events = [event for view in views for event in self._events(view, now)]
         events.sort(key=lambda e: e.last_seen or now)
+        # A pod that is gone or no longer ready stops being served at once.
+        self._stop_unserved_standins(namespace, name, views)
         common = {
             "pods": tuple(view.observation() for view in views),
             "events": tuple(events),
@@ -224,6 +238,10 @@ class SimulatedCluster:
                 log.warning("simulated cluster: watch poll failed; retrying", exc_info=True)
                 current = None
             if current is not None:
+                try:
+                    self.sync_standins()
+                except (DatabaseError, OSError):
+                    log.warning("simulated cluster: syncing stand-in servers failed", exc_info=True)
                 for key in sorted(seen.keys() | current.keys()):
                     if seen.get(key) != current.get(key):
                         on_change(*key)
@@ -259,6 +277,48 @@ class SimulatedCluster:
             # Under the Job's row lock: two processes observing at once create one retry pod.
             return jobs.observe_job(job, self.state, self.clock(), messages)
 
+    def service_endpoint(self, *, namespace: str, name: str) -> str | None:
+        """The URL a test bound the service to (bind_endpoint), else the stand-in server of its
+        first ready pod on 127.0.0.1 (started now if it is not running), else None."""
+        binding = SimulatedObject.objects.filter(
+            kind=ENDPOINT_BINDING_KIND, namespace=namespace, name=name
+        ).first()
+        if binding is not None:
+            return str(binding.body.get("url") or "") or None
+        views = self._service_views(namespace, name)
+        urls = standins.sync_service(self.state, namespace, name, self._wanted(namespace, name, views))
+        return urls[min(urls)] if urls else None
+
+    def bind_endpoint(self, *, namespace: str, name: str, url: str) -> None:
+        """Route the service to `url` (a test's upstream on 127.0.0.1) in every process, whatever
+        its pods do, until unbind_endpoint or delete_service."""
+        now = self.clock()
+        SimulatedObject.objects.update_or_create(
+            kind=ENDPOINT_BINDING_KIND,
+            namespace=namespace,
+            name=name,
+            defaults={
+                "api_version": ENDPOINT_BINDING_API_VERSION,
+                "body": {"url": url},
+                "created_at": now,
+                "updated_at": now,
+            },
+        )
+
+    def unbind_endpoint(self, *, namespace: str, name: str) -> None:
+        SimulatedObject.objects.filter(kind=ENDPOINT_BINDING_KIND, namespace=namespace, name=name).delete()
+
+    def sync_standins(self) -> None:
+        """Start a stand-in for every ready pod and stop the others' (the watcher's loop)."""
+        now = self.clock()
+        rules = load_fault_rules(self.faults_file)
+        views: dict[tuple[str, str], list[_PodView]] = defaultdict(list)
+        for pod in SimulatedPod.objects.filter(job="").exclude(service="").exclude(node=""):
+            views[(pod.namespace, pod.service)].append(self._view(pod, now, rules, {}))
+        standins.sync_all(
+            self.state, {key: self._wanted(*key, service_views) for key, service_views in views.items()}
+        )
+
     def delete_labelled(self, namespace: str, labels: dict[str, str], kinds: tuple[str, ...]) -> None:
         rows = [
             row
@@ -276,6 +336,49 @@ class SimulatedCluster:
             if row.kind == "PersistentVolumeClaim":
                 shutil.rmtree(self.state.claim(namespace, row.name), ignore_errors=True)
         self._schedule_pending()
+
+    # --- stand-in servers ---------------------------------------------------------------
+
+    def _service_views(self, namespace: str, name: str) -> list[_PodView]:
+        now = self.clock()
+        rules = load_fault_rules(self.faults_file)
+        pods = SimulatedPod.objects.filter(namespace=namespace, service=name, job="").exclude(node="")
+        return [self._view(pod, now, rules, {}) for pod in pods]
+
+    def _wanted(self, namespace: str, name: str, views: list[_PodView]) -> list[standins.Wanted]:
+        """The ready pods of the service's Deployment, each with its runtime and model name."""
+        ready = [view.pod for view in views if view.state.ready and view.pod.deployment]
+        if not ready:
+            return []
+        bodies = {
+            row.name: row.body
+            for row in SimulatedObject.objects.filter(
+                kind="Deployment", namespace=namespace, name__in={pod.deployment for pod in ready}
+            )
+        }
+        wanted = []
+        for pod in ready:
+            body = bodies.get(pod.deployment)
+            if body is not None:
+                runtime, model = _served(body, default_name=name)
+                wanted.append(standins.Wanted(pod=pod.name, runtime=runtime, models=(model,)))
+        return wanted
+
+    def _stop_unserved_standins(self, namespace: str, name: str, views: list[_PodView] | None = None) -> None:
+        """Stop stand-ins whose pods are gone or not ready; never starts one (cheap when none run)."""
+        folder = standins.service_folder(self.state, namespace, name)
+        if not folder.is_dir():
+            return
+        if views is None:
+            views = self._service_views(namespace, name)
+        ready = {view.pod.name for view in views if view.state.ready}
+        try:
+            served = [pod.name for pod in folder.iterdir() if pod.is_dir()]
+        except FileNotFoundError:
+            return  # another process stopped them in the meantime
+        if any(pod not in ready for pod in served):
+            keep = [w for w in self._wanted(namespace, name, views) if (folder / w.pod).is_dir()]
+            standins.sync_service(self.state, namespace, name, keep)
 
     # --- scheduling -------------------------------------------------------------------
 
@@ -359,3 +462,16 @@ class SimulatedCluster:
         for pod in SimulatedPod.objects.exclude(service=""):
             parts[(pod.namespace, pod.service)].append(self._view(pod, now, rules, messages).fingerprint())
         return {key: tuple(sorted(value, key=repr)) for key, value in parts.items()}
+
+
+def _served(deployment: Obj, *, default_name: str) -> tuple[str, str]:
+    """(runtime, served model name) of a Deployment as deploy.render writes it."""
+    metadata = deployment.get("metadata") or {}
+    runtime = (metadata.get("labels") or {}).get(LABEL_RUNTIME, "vllm")
+    model = (metadata.get("annotations") or {}).get(ANNOTATION_MODEL_NAME, "")
+    template = (deployment.get("spec") or {}).get("template") or {}
+    containers = (template.get("spec") or {}).get("containers") or []
+    for arg in (containers[0].get("args") or []) if containers else []:
+        if str(arg).startswith("--served-model-name="):
+            model = model or str(arg).split("=", 1)[1]
+    return ("triton" if runtime == "triton" else "vllm"), model or default_name

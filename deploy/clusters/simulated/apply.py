@@ -37,6 +37,8 @@ SERVED = {
     ("v1", "Namespace"),
     ("v1", "PersistentVolumeClaim"),
     ("batch/v1", "Job"),
+    # Stored and deleted with the service; nothing here enforces it (all traffic is local).
+    ("networking.k8s.io/v1", "NetworkPolicy"),
 }
 CLUSTER_SCOPED = {"Namespace"}
 
@@ -93,6 +95,8 @@ def prepare(obj: Obj) -> Applied:
     if not name:
         raise PermanentClusterError(f"{kind}: metadata.name: Required value")
     namespace = "" if kind in CLUSTER_SCOPED else str(metadata.get("namespace") or "default")
+    if kind == "NetworkPolicy" and not isinstance((obj.get("spec") or {}).get("podSelector"), dict):
+        raise invalid(kind, name, "spec.podSelector: Required value")
     body = _stored_body(obj, kind)
     template = parse_pod_template(body) if kind == "Deployment" else None
     job = parse_job(body) if kind == "Job" else None

@@ -195,7 +195,7 @@ def pod_status(pod: SimulatedPod, state: StateDir, scheduling_message: str = "")
     pid_file = folder / "pid"
     if not pid_file.exists():
         return JobPodStatus(phase="Pending", reason="ContainerCreating")
-    if _alive(int(pid_file.read_text())):
+    if alive(int(pid_file.read_text())):
         return JobPodStatus(phase="Running")
     if exit_file.exists():  # it ended between the two looks
         return pod_status(pod, state, scheduling_message)
@@ -239,15 +239,15 @@ def stop_pods(pods: list[SimulatedPod], state: StateDir) -> None:
         pid_file = state.pod(pod.namespace, pod.name) / "pid"
         if pid_file.exists():
             pid = int(pid_file.read_text())
-            if _alive(pid) and _signal_group(pid, signal.SIGTERM):
+            if alive(pid) and signal_group(pid, signal.SIGTERM):
                 running.append(pid)
     deadline = time.monotonic() + KILL_GRACE_SECONDS
     while running and time.monotonic() < deadline:
-        running = [pid for pid in running if _alive(pid)]
+        running = [pid for pid in running if alive(pid)]
         if running:
             time.sleep(0.05)
     for pid in running:
-        _signal_group(pid, signal.SIGKILL)
+        signal_group(pid, signal.SIGKILL)
     for pod in pods:
         shutil.rmtree(state.pod(pod.namespace, pod.name), ignore_errors=True)
 
@@ -374,7 +374,7 @@ def _secret_values(namespace: str, name: str) -> dict[str, str]:
     return decrypt_json(row.secret_data)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -387,7 +387,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _signal_group(pid: int, sig: int) -> bool:
+def signal_group(pid: int, sig: int) -> bool:
     try:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
