@@ -185,7 +185,9 @@ class CopyProcess:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            env=environment(region),
+            # GC less often: s5cmd's garbage is per-request buffers, its heap stays small (a few
+            # MiB), and on a busy node the saved CPU is a few percent more files per second.
+            env=environment(region, GOGC="400"),
             pass_fds=(lock_fd,),
             preexec_fn=_die_with_parent,
         )
