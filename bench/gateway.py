@@ -171,6 +171,34 @@ def serve_upstream(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
+def serve_relay(port: int, upstream_port: int) -> None:
+    """A bare TCP relay on uvloop: bytes in, bytes out, nothing parsed or checked. The floor that
+    any proxy process in the path pays (one more hop, one more process to wake up)."""
+    import asyncio
+
+    import uvloop
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        await asyncio.gather(
+            pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer), return_exceptions=True
+        )
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        await server.serve_forever()
+
+    uvloop.run(main())
+
+
 def start_gateway(port: int, env: dict[str, str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "manage.py", "run_gateway", "--port", str(port), "--workers", "1"],
@@ -310,8 +338,9 @@ def load(target: Target, seconds: float, concurrency: int) -> tuple[float, float
 
 
 # --- the benchmark ---------------------------------------------------------------------------
-def seed(upstream_port: int) -> str:
-    """A Running service bound to the mock, and a key with a limit far above the load."""
+def seed(upstream_port: int) -> tuple[str, str]:
+    """A Running service bound to the mock, a key with a limit far above the load (every call runs
+    the Redis limit script) and a key without limits (the key check alone)."""
     from django.contrib.auth import get_user_model
 
     from auth.key_actions import inference_key_create
@@ -333,10 +362,13 @@ def seed(upstream_port: int) -> str:
         phase=phases.RUNNING,
     )  # fmt: skip
     get_cluster().bind_endpoint(namespace="inference", name="chat", url=f"http://127.0.0.1:{upstream_port}")
-    _key, plaintext = inference_key_create(
+    _key, limited = inference_key_create(
         owner=user, created_by=user, name="bench", services=[service], rpm_limit=100_000_000, context=SYSTEM
     )
-    return plaintext
+    _key, unlimited = inference_key_create(
+        owner=user, created_by=user, name="bench-unlimited", services=[service], context=SYSTEM
+    )
+    return limited, unlimited
 
 
 def stop(process: subprocess.Popen | None) -> None:
@@ -352,7 +384,7 @@ def stop(process: subprocess.Popen | None) -> None:
 
 def run(args: argparse.Namespace, server_url: str, redis_url: str, var_dir: str) -> None:
     workdir = Path(var_dir)
-    key = seed(upstream_port := args._upstream_port)
+    key, unlimited_key = seed(upstream_port := args._upstream_port)
     from django.db import connections
 
     connections.close_all()
@@ -369,13 +401,28 @@ def run(args: argparse.Namespace, server_url: str, redis_url: str, var_dir: str)
         gateway = start_gateway(gateway_port, env, workdir / "gateway.log")
         processes.append(gateway)
         wait_http(gateway_port, "/-/health")
+        relay_port = free_port()
+        relay = subprocess.Popen(
+            [sys.executable, __file__, "--serve-relay", json.dumps([relay_port, upstream_port])], cwd=ROOT
+        )
+        processes.append(relay)
+        wait_http(relay_port, "/v1/models")
+        plain = {"Content-Type": "application/json"}
         targets = [
-            Target("direct", upstream_port, "/v1/chat/completions", {"Content-Type": "application/json"}),
+            Target("direct", upstream_port, "/v1/chat/completions", plain),
+            Target("tcp relay", relay_port, "/v1/chat/completions", plain, pid=relay.pid),
             Target(
                 "gateway",
                 gateway_port,
                 "/chat/v1/chat/completions",
                 {"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
+                pid=gateway.pid,
+            ),
+            Target(
+                "gw no limit",
+                gateway_port,
+                "/chat/v1/chat/completions",
+                {"Content-Type": "application/json", "Authorization": f"Bearer {unlimited_key}"},
                 pid=gateway.pid,
             ),
         ]
@@ -432,20 +479,20 @@ def run(args: argparse.Namespace, server_url: str, redis_url: str, var_dir: str)
             f"\nLatency: {len(direct.latencies)} sequential calls per target, interleaved "
             f"(ms; mock answers after {args.latency_ms:.0f} ms; load average {load_avg})"
         )
-        print(f"  {'target':<10}{'p50':>9}{'p99':>9}{'added p50':>11}{'added p99':>11}")
+        print(f"  {'target':<12}{'p50':>9}{'p99':>9}{'added p50':>11}{'added p99':>11}")
         for target in targets:
             p50, p99 = pct(target.latencies, 50) * 1000, pct(target.latencies, 99) * 1000
             d50, d99 = pct(direct.latencies, 50) * 1000, pct(direct.latencies, 99) * 1000
-            print(f"  {target.name:<10}{p50:>9.2f}{p99:>9.2f}{p50 - d50:>11.2f}{p99 - d99:>11.2f}")
+            print(f"  {target.name:<12}{p50:>9.2f}{p99:>9.2f}{p50 - d50:>11.2f}{p99 - d99:>11.2f}")
         print(f"\nSSE time to first chunk: {len(direct.ttfc)} streams per target (ms)")
-        print(f"  {'target':<10}{'p50':>9}{'p99':>9}{'added p50':>11}{'added p99':>11}")
+        print(f"  {'target':<12}{'p50':>9}{'p99':>9}{'added p50':>11}{'added p99':>11}")
         for target in targets:
             p50, p99 = pct(target.ttfc, 50) * 1000, pct(target.ttfc, 99) * 1000
             d50, d99 = pct(direct.ttfc, 50) * 1000, pct(direct.ttfc, 99) * 1000
-            print(f"  {target.name:<10}{p50:>9.2f}{p99:>9.2f}{p50 - d50:>11.2f}{p99 - d99:>11.2f}")
+            print(f"  {target.name:<12}{p50:>9.2f}{p99:>9.2f}{p50 - d50:>11.2f}{p99 - d99:>11.2f}")
 
         print(f"\nThroughput: {args.concurrency} connections for {args.seconds:.0f} s per target, twice")
-        print(f"  {'target':<10}{'req/s':>10}{'req per CPU-s':>15}{'errors':>8}")
+        print(f"  {'target':<12}{'req/s':>10}{'req per CPU-s':>15}{'errors':>8}")
         results = {}
         for _ in range(2):
             for target in targets:
@@ -456,7 +503,7 @@ def run(args: argparse.Namespace, server_url: str, redis_url: str, var_dir: str)
         for target in targets:
             rps, per_core, errors = results[target.name]
             shown = f"{per_core:>15.0f}" if per_core else f"{'-':>15}"
-            print(f"  {target.name:<10}{rps:>10.0f}{shown}{errors:>8}")
+            print(f"  {target.name:<12}{rps:>10.0f}{shown}{errors:>8}")
         if peer is not None:
             ours, theirs = results["gateway"], results[peer_name]
             print(
@@ -488,10 +535,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the mock's delay before answering (default 20)",
     )
     parser.add_argument("--serve-upstream", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-relay", help=argparse.SUPPRESS)
     parser.add_argument("--load", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve_upstream:
         serve_upstream(args.serve_upstream)
+        return 0
+    if args.serve_relay:
+        serve_relay(*json.loads(args.serve_relay))
         return 0
     if args.load:
         run_load(*json.loads(args.load))
