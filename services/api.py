@@ -79,9 +79,24 @@ class StatusSerializer(serializers.Serializer):
     observed_at = serializers.DateTimeField(allow_null=True)
 
 
+# An extra parameter the policy requires, by name (spelled like `auth_params`: `in` is a keyword).
+AccessParamSerializer = type(
+    "AccessParamSerializer",
+    (serializers.Serializer,),
+    {"in": serializers.ChoiceField(["header", "query"]), "name": serializers.CharField()},
+)
+
+
 class AccessSerializer(serializers.Serializer):
-    internal_url = serializers.CharField()
+    """How to call the service: through the gateway (what users call) and, for reference, inside
+    the cluster (reachable from the gateway only)."""
+
+    gateway_url = serializers.CharField()
     health_url = serializers.CharField()
+    requires_key = serializers.BooleanField()
+    key_header = serializers.CharField(help_text="e.g. `Authorization: Bearer $INFERENCE_KEY`; empty: none")
+    params = AccessParamSerializer(many=True, help_text="extra headers or query parameters it requires")
+    internal_url = serializers.CharField()
     grpc_address = serializers.CharField()
 
 
@@ -142,8 +157,12 @@ class ServiceSerializer(ModelValidatedSerializer):
     def get_access(self, obj: InferenceService) -> dict:
         access = access_info(obj)
         return {
-            "internal_url": access.internal_url,
+            "gateway_url": access.gateway_url,
             "health_url": access.health_url,
+            "requires_key": access.requires_key,
+            "key_header": access.key_header,
+            "params": [{"in": p.location, "name": p.name} for p in access.params],
+            "internal_url": access.internal_url,
             "grpc_address": access.grpc_address,
         }
 

@@ -1,6 +1,7 @@
 """The REST API as automation uses it: Bearer tokens, list filters, pagination, actions."""
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
@@ -24,6 +25,11 @@ def test_create_returns_spec_status_and_access(api, service_payload, django_capt
     assert body["status"]["phase"] == phases.PENDING
     assert body["namespace"] == "inference"
     assert body["access"]["internal_url"] == "http://chatglm2.inference.svc.cluster.local:8000"
+    assert body["access"]["gateway_url"] == f"{settings.GATEWAY_PUBLIC_URL}/chatglm2"
+    assert body["access"]["health_url"] == f"{settings.GATEWAY_PUBLIC_URL}/chatglm2/health"
+    assert body["access"]["requires_key"] is True  # the payload's policy is api_key
+    assert body["access"]["key_header"] == "Authorization: Bearer $INFERENCE_KEY"
+    assert body["access"]["params"] == []
     assert body["env"] == [{"name": "VLLM_LOGGING_LEVEL", "value": "INFO"}]
     service = InferenceService.objects.get(id=body["id"])
     assert service.events.get().reason == "Created"

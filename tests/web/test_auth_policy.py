@@ -145,6 +145,8 @@ def test_policy_values_are_stored_encrypted_and_never_shown_back(api, client, us
         {"in": "header", "name": "X-Tenant", "value_set": True},
         {"in": "query", "name": "team", "value_set": True},
     ]
+    assert body["access"]["key_header"] == "X-Api-Key: $INFERENCE_KEY"
+    assert body["access"]["params"] == [{"in": "header", "name": "X-Tenant"}, {"in": "query", "name": "team"}]
     service = InferenceService.objects.get()
     assert stored_params(service.auth_params_encrypted)[0] == {
         "in": "header",
