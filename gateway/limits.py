@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from redis.exceptions import NoScriptError
+
 from gateway.errors import GatewayError
 from gateway.selectors import KeyRecord
 
@@ -157,7 +159,8 @@ class RedisLimiter:
     def __init__(self, redis, prefix: str):
         self._redis = redis
         self._prefix = prefix
-        self._script = redis.register_script(_LUA)
+        self._sha = redis.register_script(_LUA).sha
+        self._loaded = False  # SCRIPT LOAD once, not redis-py's SCRIPT EXISTS before every pipeline
         self._queue: list[tuple[KeyRecord, int, asyncio.Future]] = []
         self._flushing = False
 
@@ -167,27 +170,15 @@ class RedisLimiter:
         self._queue.append((key, now_ms, future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(self._flush()))
+            # The task starts on the loop's next turn: every check queued until then joins it.
+            asyncio.get_running_loop().create_task(self._flush())
         return verdict(key, await future, now_ms)
 
     async def _flush(self) -> None:
         batch, self._queue = self._queue, []
         self._flushing = False
         try:
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.scripts.add(self._script)  # loaded first if Redis lost it (NOSCRIPT)
-            for key, now_ms, _future in batch:
-                pipe.evalsha(
-                    self._script.sha,
-                    6,
-                    *counter_keys(self._prefix, key.id, now_ms),
-                    now_ms,
-                    key.rpm_limit or 0,
-                    key.tpm_limit or 0,
-                    key.daily_token_budget or 0,
-                    key.monthly_token_budget or 0,
-                )
-            results = await pipe.execute()
+            results = await self._evaluate(batch)
         except BaseException as exc:
             for _key, _now, future in batch:
                 if not future.done():
@@ -198,6 +189,33 @@ class RedisLimiter:
         for (_key, _now, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
+
+    async def _evaluate(self, batch: list[tuple[KeyRecord, int, asyncio.Future]]) -> list:
+        for attempt in (1, 2):
+            if not self._loaded:
+                await self._redis.script_load(_LUA)
+                self._loaded = True
+            pipe = self._redis.pipeline(transaction=False)
+            for key, now_ms, _future in batch:
+                pipe.evalsha(
+                    self._sha,
+                    6,
+                    *counter_keys(self._prefix, key.id, now_ms),
+                    now_ms,
+                    key.rpm_limit or 0,
+                    key.tpm_limit or 0,
+                    key.daily_token_budget or 0,
+                    key.monthly_token_budget or 0,
+                )
+            try:
+                return await pipe.execute()
+            except NoScriptError:
+                # Redis lost the script (restart, SCRIPT FLUSH): no call of the batch ran, since
+                # they all use it. Load it again and run the batch once more.
+                if attempt == 2:
+                    raise
+                self._loaded = False
+        raise AssertionError("unreachable")
 
     def add_tokens(self, pipeline, key_id: int, tokens: int, now_ms: int) -> None:
         """Queue the token counters' increments on the metering pipeline (no round trip of its own)."""

@@ -51,6 +51,21 @@ def test_requests_per_minute_limit_gives_429_with_headers(start_gateway, upstrea
     assert len(upstream.seen) == 3
 
 
+def test_limits_survive_redis_losing_the_script(start_gateway, upstream, make_service, make_key):
+    """The limit script is loaded once; after SCRIPT FLUSH (as after a Redis restart) the next
+    check loads it again and counts on from where it was."""
+    gateway = start_gateway()
+    chat = make_service("chat", upstream.url)
+    _key, plaintext = make_key([chat], rpm_limit=3)
+    url = f"{gateway.url}/chat/v1/chat/completions"
+    first = requests.post(url, json=CHAT, headers=bearer(plaintext))
+    assert first.status_code == 200 and first.headers["x-ratelimit-remaining"] == "2"
+    redis.Redis.from_url(django_settings.REDIS_URL).script_flush()
+    second = requests.post(url, json=CHAT, headers=bearer(plaintext))
+    assert second.status_code == 200, second.text
+    assert second.headers["x-ratelimit-remaining"] == "1"
+
+
 def test_daily_token_budget_counts_usage_from_responses(start_gateway, upstream, make_service, make_key):
     gateway = start_gateway()
     chat = make_service("chat", upstream.url)
