@@ -9,7 +9,7 @@ from datasets.models import Dataset
 from queues.actions import queue_create
 from tests.stack import _require_real_parts, celery_worker, fast_cluster, watcher  # noqa: F401 (fixtures)
 
-pytest_plugins = ["tests.gateway.fixtures"]
+pytest_plugins = ["tests.clock", "tests.gateway.fixtures"]
 
 
 @pytest.fixture

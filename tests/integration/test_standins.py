@@ -13,7 +13,6 @@ import shutil
 import struct
 import urllib.error
 import urllib.request
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -29,26 +28,11 @@ from deploy.render import render_service
 from deploy.spec import ModelVolume, ServiceSpec
 from services import phases
 from services.models import InferenceService
+from tests.clock import FakeClock
 from tests.stack import wait_for
 
 NS = "inference"
 PULL, LOAD = 3, 5
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 def make_cluster(clock: FakeClock, state_dir: Path, faults_file: Path) -> SimulatedCluster:

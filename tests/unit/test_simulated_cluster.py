@@ -12,7 +12,7 @@ import os
 import queue
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -32,27 +32,12 @@ from deploy.clusters.simulated import (
     tolerates,
 )
 from deploy.models import SimulatedObject, SimulatedPod
+from tests.clock import FakeClock
 
 NS = "inference"
 H100_NODE, A100_NODE, CPU_NODE = "gpu-node-1", "gpu-node-2", "cpu-node-1"
 A100 = "NVIDIA-A100-SXM4-80GB"
 PULL, LOAD = 3, 5
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
