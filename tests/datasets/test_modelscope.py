@@ -14,18 +14,16 @@ import uuid
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from datasets.inspect import check_layout, estimate_fit
-from datasets.models import Dataset, PrewarmRun
+from datasets.models import Dataset
 from datasets.modelscopestorage import ModelScopeStorage
 from datasets.storage import FileEntry, LocalStorage, Storage, StorageError
-from deploy.models import SimulatedObject
 from deploy.prewarm import PrewarmSpec, render_prewarm
 from tests.datasets import modeltrees as trees
+from tests.datasets.hub_prewarm import check_hub_prewarm_end_to_end
 from tests.datasets.modelscopeserver import ModelScopeServer
 from tests.datasets.test_copier import Copier, Run, leftovers, tree
-from tests.stack import wait_for
 from tests.unit.test_render import VERSIONS, validate
 
 MiB = 2**20
@@ -407,47 +405,17 @@ def test_the_create_form_checks_the_token_and_never_shows_it(client, user, model
 # =========================================================================== prewarm end to end
 
 
-def finished_run(dataset_id: int, after: int = 0) -> PrewarmRun:
-    def done():
-        connection.close()  # see the worker's and the watcher's commits
-        run = PrewarmRun.objects.filter(dataset_id=dataset_id).first()
-        return run if run and run.id > after and run.is_finished else None
-
-    return wait_for(done, timeout=90, what="the prewarm to finish")
-
-
 @pytest.mark.integration
 def test_a_modelscope_dataset_is_prewarmed_through_the_cluster(
     api, modelscope_server, tiny, celery_worker, watcher
 ):
     repo, _, files = tiny
-    created = api.post("/api/v1/datasets/", ms_payload(modelscope_server, repo), format="json")
-    assert created.status_code == 201, created.content
-    dataset_id = created.json()["id"]
-
-    run = finished_run(dataset_id)
-    assert run.status == "Succeeded", (run.reason, run.message, run.log_tail)
-    progress = api.get(f"/api/v1/datasets/{dataset_id}/prewarm/").json()
-    assert progress["percent"] == 100 and progress["files_total"] == progress["files_done"] == len(files)
-    assert progress["bytes_done"] == progress["bytes_total"] == sum(map(len, files.values()))
-    assert api.get(f"/api/v1/datasets/{dataset_id}/").json()["phase"] == "Ready"
-
-    job = SimulatedObject.objects.get(kind="Job", name=run.job_name).body
-    container = job["spec"]["template"]["spec"]["containers"][0]
-    assert f"--source=modelscope://{repo}@master" in container["args"]
-    assert f"--endpoint-url={modelscope_server.endpoint}" in container["args"]
-    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
-    secret = SimulatedObject.objects.get(kind="Secret", name="dataset-ms-models-credentials")
-    assert modelscope_server.token not in json.dumps(secret.body) + secret.secret_data  # stored encrypted
-    assert list(secret.body.get("stringData", {})) == ["MODELSCOPE_API_TOKEN"]
-
-    listing = api.get(f"/api/v1/datasets/{dataset_id}/browse/", {"path": "extra"}).json()
-    assert listing["files"] == [{"name": "big.bin", "size": len(files["extra/big.bin"])}]
-    inspected = api.get(
-        f"/api/v1/datasets/{dataset_id}/inspect/", {"path": "", "runtime": "vllm", "gpu_memory_gib": 80}
-    ).json()
-    assert inspected["layout"]["ok"] and inspected["fit"]["fits"], inspected
-
-    assert api.post(f"/api/v1/datasets/{dataset_id}/prewarm/").status_code == 202
-    hit = finished_run(dataset_id, after=run.id)
-    assert (hit.status, hit.files_skipped, hit.files_total) == ("Succeeded", len(files), len(files))
+    check_hub_prewarm_end_to_end(
+        api,
+        ms_payload(modelscope_server, repo),
+        files,
+        source=f"modelscope://{repo}@master",
+        endpoint=modelscope_server.endpoint,
+        token=modelscope_server.token,
+        token_env="MODELSCOPE_API_TOKEN",
+    )
