@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 from auth.forms import InferenceKeyForm, RotateForm
 from auth.key_actions import inference_key_create, inference_key_revoke, inference_key_rotate
 from auth.key_rules import STATES
-from auth.key_selectors import key_audit_events, key_list, keys_visible_to
+from auth.key_selectors import USAGE_DAYS, key_audit_events, key_list, key_usage_by_service, keys_visible_to
 from auth.models import InferenceKey
 from console.audit import audit_context
 from services.selectors import services_visible_to
@@ -36,6 +36,7 @@ def key_list_view(request: HttpRequest) -> HttpResponse:
             "page": Paginator(rows, 25).get_page(request.GET.get("page")),
             "filters": filters,
             "states": STATES,
+            "usage_days": USAGE_DAYS,
             "services": services_visible_to(request.user).order_by("name").values_list("name", flat=True),
         },
     )
@@ -78,6 +79,8 @@ def _detail_context(request: HttpRequest, key: InferenceKey) -> dict:
         "key": key,
         "services": sorted(key.services.all(), key=lambda s: s.name),
         "events": [(event, _readable(event.changes)) for event in key_audit_events(key=key)],
+        "usage": key_usage_by_service(key=key),
+        "usage_days": USAGE_DAYS,
         "rotate_form": RotateForm(),
         "detail_url": reverse("keys:detail", args=[key.pk]),
     }

@@ -393,3 +393,41 @@ def test_admins_revoke_keys_from_the_django_admin_with_an_audit_row(client, admi
     assert key.state == "revoked"
     event = AuditEvent.objects.get(action="revoke")
     assert event.via == "admin" and event.actor_name == "root"
+
+
+def test_key_pages_show_recent_usage_per_service(client, user, chat, embed):
+    from auth.key_actions import inference_key_create
+    from auth.models import UsageHour
+    from console.audit import SYSTEM
+
+    key, _ = inference_key_create(
+        owner=user, created_by=user, name="k", services=[chat, embed], context=SYSTEM
+    )
+    idle, _ = inference_key_create(owner=user, created_by=user, name="idle", services=[chat], context=SYSTEM)
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    rows = [
+        (hour, chat, 5, 1, 0, 70, 50),
+        (hour - timedelta(hours=3), chat, 2, 0, 1, 10, 4),
+        (hour, embed, 1, 0, 0, 8, 0),
+        (hour - timedelta(days=31), chat, 1000, 0, 0, 1, 1),  # older than the pages look
+    ]
+    for at, service, requests, e4, e5, prompt, completion in rows:
+        UsageHour.objects.create(
+            hour=at, key=key, service=service, requests=requests, errors_4xx=e4, errors_5xx=e5,
+            prompt_tokens=prompt, completion_tokens=completion,
+        )  # fmt: skip
+    client.force_login(user)
+
+    # Filtered by service (a join and DISTINCT) or not, the sums are the key's own.
+    for query in ("", "?service=chat"):
+        page = client.get(f"/keys/{query}").content.decode()
+        row = page.split(f'data-testid="key-{key.prefix}"')[1].split("</tr>")[0]
+        assert '<td data-testid="requests">8</td>' in row and '<td data-testid="tokens">142</td>' in row
+    idle_row = page.split(f'data-testid="key-{idle.prefix}"')[1].split("</tr>")[0]
+    assert '<td data-testid="requests">0</td>' in idle_row
+
+    detail = client.get(f"/keys/{key.id}/").content.decode()
+    table = detail.split('data-testid="key-usage"')[1].split("</table>")[0]
+    assert table.index("<td>chat</td>") < table.index("<td>embed</td>")  # busiest first
+    assert "<td>chat</td><td>7</td><td>1</td><td>1</td><td>80</td><td>54</td>" in table
+    assert "<td>embed</td><td>1</td><td>0</td><td>0</td><td>8</td><td>0</td>" in table
