@@ -4,6 +4,7 @@ responses of create and rotate, as `key`."""
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils.cache import add_never_cache_headers
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -93,6 +94,11 @@ class RotateSerializer(serializers.Serializer):
     )
 
 
+def _shown_once(response: Response) -> Response:
+    add_never_cache_headers(response)  # no cache or proxy on the way keeps the plaintext
+    return response
+
+
 def _with_plaintext(key: InferenceKey, plaintext: str, request) -> dict:
     data = NewInferenceKeySerializer(key, context={"request": request}).data
     data["key"] = plaintext
@@ -140,7 +146,7 @@ class InferenceKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
             context=audit_context(request, via="api"),
             **fields,
         )
-        return Response(_with_plaintext(key, plaintext, request), status=status.HTTP_201_CREATED)
+        return _shown_once(Response(_with_plaintext(key, plaintext, request), status=status.HTTP_201_CREATED))
 
     @extend_schema(request=InferenceKeyUpdateSerializer, responses=InferenceKeySerializer)
     def partial_update(self, request, pk=None):
@@ -167,7 +173,7 @@ class InferenceKeyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, view
         new, plaintext = inference_key_rotate(
             key=key, grace_hours=grace, context=audit_context(request, via="api")
         )
-        return Response(_with_plaintext(new, plaintext, request), status=status.HTTP_201_CREATED)
+        return _shown_once(Response(_with_plaintext(new, plaintext, request), status=status.HTTP_201_CREATED))
 
     @extend_schema(request=None, responses=InferenceKeySerializer)
     @action(detail=True, methods=["post"])

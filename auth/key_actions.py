@@ -172,6 +172,12 @@ def inference_key_update(
                 _check_scope(actor=context.actor, services=new_services)
         key.full_clean()
         if key.expires_at != old_expires_at:
+            if key.replaced_by_id is not None:
+                # Its expiry is the end of the rotation's grace period: moving it would keep the
+                # old key alive after its replacement (or forever).
+                raise ValidationError(
+                    {"expires_at": "This key was rotated; it stops at the end of its grace period."}
+                )
             # Only a new expiry must be in the future; an expired key may still be renamed.
             problem = expiry_problem(key.expires_at, now=timezone.now())
             if problem:

@@ -8,6 +8,7 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
 from auth.forms import InferenceKeyForm, RotateForm
@@ -45,11 +46,13 @@ def key_list_view(request: HttpRequest) -> HttpResponse:
 def _show_once(request: HttpRequest, key: InferenceKey, plaintext: str, *, note: str) -> HttpResponse:
     # The plaintext is in this one response only. The page replaces its URL with the key's
     # detail URL, so reloading shows the detail (without it) instead of posting again.
-    return render(
+    response = render(
         request,
         "access/key_detail.html",
         {**_detail_context(request, key), "plaintext": plaintext, "note": note},
     )
+    add_never_cache_headers(response)  # no cache or proxy on the way keeps the plaintext
+    return response
 
 
 @login_required

@@ -58,6 +58,8 @@ def check_key(record: KeyRecord | None, key: str, route: RouteRecord, now: float
         raise unauthorized(
             "This API key was disabled after going unused; ask its owner to enable or replace it."
         )
+    if not record.owner_active:
+        raise unauthorized("The owner of this API key is deactivated.")
     now = time.time() if now is None else now
     if record.expires_at is not None and now >= record.expires_at:
         when = datetime.fromtimestamp(record.expires_at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")

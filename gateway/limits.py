@@ -230,6 +230,7 @@ class LocalLimiter:
 
     def __init__(self):
         self._counts: dict[str, int] = {}
+        self._pruned_minute = -1
 
     async def check(self, key: KeyRecord) -> Verdict:
         now_ms = int(time.time() * 1000)
@@ -261,19 +262,26 @@ class LocalLimiter:
         if rpm:
             self._counts[names[0]] = rc + 1
             requests += 1
-            self._forget_old(now_ms)
+            self.forget_old(now_ms)
         return [0, 0, math.ceil(requests), int(tokens), day, month]
 
     def add_tokens(self, key_id: int, tokens: int, now_ms: int) -> None:
         names = counter_keys("", key_id, now_ms)
         for name in (names[2], names[4], names[5]):
             self._counts[name] = self._counts.get(name, 0) + tokens
+        self.forget_old(now_ms)
 
-    def _forget_old(self, now_ms: int) -> None:
-        if len(self._counts) < 10_000:
-            return
+    def forget_old(self, now_ms: int) -> None:
+        """Drop counters of past minutes, days and months (what Redis's TTLs do), at most once a
+        minute and only once there are many: every key used leaves a few behind."""
         minute = now_ms // WINDOW_MS
+        if len(self._counts) < 10_000 or minute == self._pruned_minute:
+            return
+        self._pruned_minute = minute
+        day, month = _periods(minute)
+        current = {"r": {str(minute), str(minute - 1)}, "t": {str(minute), str(minute - 1)}}
+        current.update(d={day}, m={month})
         for name in list(self._counts):
             *_, kind, stamp = name.split(":")
-            if kind in ("r", "t") and int(stamp) < minute - 1:
+            if stamp not in current[kind]:
                 del self._counts[name]

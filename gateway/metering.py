@@ -52,6 +52,10 @@ class Record:
 # One stream entry per flush holds the batch's records as a JSON list of rows in this order:
 # one XADD per 50 ms instead of one per call (XADD per record was a tenth of the CPU under load).
 STREAM_FIELDS = ("t", "k", "s", "st", "ms", "pt", "ct", "est")
+# While Redis is unreachable the newest records wait in memory, up to this many; older ones are
+# dropped (and logged) so that memory stays bounded. A flush sends at most this many per entry.
+MAX_PENDING = 100_000
+RECORDS_PER_ENTRY = 5_000
 
 
 class RedisMeter:
@@ -81,12 +85,14 @@ class RedisMeter:
             return
         batch, self._pending = self._pending, []
         pipe = self._redis.pipeline(transaction=False)
-        pipe.xadd(
-            self._stream,
-            {"records": json.dumps([record.row() for record in batch], separators=(",", ":"))},
-            maxlen=self._maxlen,
-            approximate=True,
-        )
+        for start in range(0, len(batch), RECORDS_PER_ENTRY):
+            rows = [record.row() for record in batch[start : start + RECORDS_PER_ENTRY]]
+            pipe.xadd(
+                self._stream,
+                {"records": json.dumps(rows, separators=(",", ":"))},
+                maxlen=self._maxlen,
+                approximate=True,
+            )
         for record in batch:
             tokens = record.prompt_tokens + record.completion_tokens
             if record.key_id and tokens:
@@ -94,8 +100,14 @@ class RedisMeter:
         try:
             await pipe.execute()
         except Exception:
-            if len(self._pending) < 100_000:
-                self._pending[:0] = batch  # Redis is back soon, usually; bounded so memory is too
+            kept = batch + self._pending  # Redis is back soon, usually: try again next time
+            if len(kept) > MAX_PENDING:
+                logger.warning(
+                    "Redis unreachable for too long: dropping the %d oldest usage records",
+                    len(kept) - MAX_PENDING,
+                )
+                kept = kept[-MAX_PENDING:]
+            self._pending = kept
             raise
 
 

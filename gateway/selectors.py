@@ -31,6 +31,7 @@ class KeyRecord:
     tpm_limit: int | None
     daily_token_budget: int | None
     monthly_token_budget: int | None
+    owner_active: bool = True  # a deactivated user's keys stop working too (within the cache TTL)
 
     @property
     def limited(self) -> bool:
@@ -73,6 +74,7 @@ def load_key(prefix: str) -> KeyRecord | None:
             "tpm_limit",
             "daily_token_budget",
             "monthly_token_budget",
+            "user__is_active",
         )
         .first()
     )
@@ -95,6 +97,7 @@ def load_key(prefix: str) -> KeyRecord | None:
         tpm_limit=row["tpm_limit"],
         daily_token_budget=row["daily_token_budget"],
         monthly_token_budget=row["monthly_token_budget"],
+        owner_active=row["user__is_active"],
     )
 
 
@@ -131,7 +134,7 @@ def load_route(*, namespace: str, name: str) -> RouteRecord | None:
         runtime=service.runtime,
         requires_key=service.auth_policy != InferenceService.AuthPolicy.NONE,
         key_header=(service.auth_header or "Authorization").strip().lower(),
-        params=_auth_params(service),
+        params=_auth_params(service) if service.auth_policy != InferenceService.AuthPolicy.NONE else (),
         networks=_networks(service),
         endpoint=endpoint.rstrip("/") if endpoint else None,
     )

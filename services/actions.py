@@ -83,7 +83,7 @@ def _apply_auth_params(service: InferenceService, params: list | None) -> None:
     if params is None:
         return
     params = fill_kept_values(params, service.auth_params_encrypted) if isinstance(params, list) else params
-    problems = param_problems(params, auth_header=service.auth_header or "")
+    problems = param_problems(params, auth_header=service.auth_header or "Authorization")
     if problems:
         raise ValidationError({"auth_params": problems})
     service.auth_params_encrypted = encrypt_params(params)

@@ -48,6 +48,11 @@ def auth_header_problems(auth_header: str) -> list[str]:
     return [problem] if problem else []
 
 
+def is_header_value(value: str) -> bool:
+    """Printable ASCII (spaces inside allowed), nothing a client or server would alter."""
+    return value == value.strip() and all(" " <= c <= "~" for c in value)
+
+
 def param_problems(params: object, *, auth_header: str = "Authorization") -> list[str]:
     """[{"in": "header"|"query", "name": ..., "value": ...}], after `fill_kept_values`: every
     parameter needs a value by now."""
@@ -87,6 +92,10 @@ def param_problems(params: object, *, auth_header: str = "Authorization") -> lis
             problems.append(f"Give a value for the {place} {name}.")
         elif len(value) > MAX_PARAM_VALUE or any(c in value for c in "\r\n\0"):
             problems.append(f"The value of {name} must be one line of at most {MAX_PARAM_VALUE} characters.")
+        elif place == "header" and not is_header_value(value):
+            # Clients send header values as ASCII and servers strip the ends: anything else
+            # could never be matched.
+            problems.append(f"The value of {name} must be printable ASCII without spaces at either end.")
     return problems
 
 

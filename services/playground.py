@@ -20,6 +20,7 @@ from django import forms
 from django.conf import settings
 
 from services.access import BEARER_HEADER, auth_params_of
+from services.auth_policy import is_header_value
 from services.models import InferenceService
 
 MAX_PROMPT_CHARS = 4000
@@ -29,6 +30,11 @@ CONNECT_TIMEOUT_SECONDS = 60  # urllib's one timeout covers connect and every re
 MAX_RESPONSE_BYTES = 1_000_000
 # Straight to the gateway: an HTTP(S)_PROXY in the console's environment is not for this call.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _header_value(value: str) -> None:
+    if not is_header_value(value):
+        raise forms.ValidationError("Printable ASCII only, without spaces at either end.")
 
 
 class PlaygroundForm(forms.Form):
@@ -56,7 +62,10 @@ class PlaygroundForm(forms.Form):
         for i, param in enumerate(auth_params_of(service)):
             name = f"param_{i}"
             self.fields[name] = forms.CharField(
-                label=f"{param.name} ({param.location})", max_length=512, required=True
+                label=f"{param.name} ({param.location})",
+                max_length=512,
+                required=True,
+                validators=[_header_value] if param.location == "header" else [],
             )
             self.param_fields.append((name, param.location, param.name))
         if self.triton:
@@ -70,8 +79,10 @@ class PlaygroundForm(forms.Form):
         key = self.cleaned_data["key"]
         if self.service.auth_policy != InferenceService.AuthPolicy.NONE and not key:
             raise forms.ValidationError("Paste an inference key for this service.")
-        if any(c in key for c in "\r\n\0"):
-            raise forms.ValidationError("The key must be on one line.")
+        if key and not is_header_value(key):
+            raise forms.ValidationError(
+                "That is not a key: keys are one line of printable ASCII (iek_…). Paste it again."
+            )
         return key
 
     def clean_prompt(self) -> str:
@@ -175,10 +186,13 @@ def _read_stream(response: Any, result: PlaygroundResult, started: float) -> Non
             chunk = json.loads(payload)
         except ValueError:
             continue
-        if chunk.get("usage"):
+        if not isinstance(chunk, dict):
+            continue
+        if isinstance(chunk.get("usage"), dict):
             result.usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
-            pieces.append((choice.get("delta") or {}).get("content") or choice.get("text") or "")
+            if isinstance(choice, dict):
+                pieces.append(_text_of(choice.get("delta")) or _text_of(choice))
     result.answer = "".join(pieces)
 
 
@@ -189,11 +203,20 @@ def _read_json(body: bytes, result: PlaygroundResult) -> None:
         result.answer = body.decode("utf-8", errors="replace")
         return
     choices = data.get("choices") if isinstance(data, dict) else None
-    if choices:  # a non-streamed OpenAI answer
-        result.answer = (choices[0].get("message") or {}).get("content") or choices[0].get("text") or ""
-        result.usage = data.get("usage") or {}
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):  # an OpenAI answer
+        result.answer = _text_of(choices[0].get("message")) or _text_of(choices[0])
+        usage = data.get("usage")
+        result.usage = usage if isinstance(usage, dict) else {}
     else:
         result.answer = json.dumps(data, indent=2)
+
+
+def _text_of(part: object) -> str:
+    """The text of a message, delta or choice: its `content`, else its `text`."""
+    if not isinstance(part, dict):
+        return ""
+    text = part.get("content") or part.get("text") or ""
+    return text if isinstance(text, str) else str(text)
 
 
 def _error_text(body: bytes) -> str:

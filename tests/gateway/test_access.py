@@ -73,6 +73,7 @@ def _disabled(key: InferenceKey) -> None:
         ("expired", 401, "authentication_error"),
         ("revoked", 401, "authentication_error"),
         ("disabled", 401, "authentication_error"),
+        ("owner deactivated", 401, "authentication_error"),
         ("other service", 403, "permission_error"),
         ("management token", 401, "authentication_error"),
     ],
@@ -99,6 +100,8 @@ def test_key_refusals_never_reach_the_model(
         inference_key_revoke(key=key, context=SYSTEM)
     elif case == "disabled":
         _disabled(key)
+    elif case == "owner deactivated":
+        type(key.user).objects.filter(id=key.user_id).update(is_active=False)
     elif case == "management token":
         headers = api._credentials and {"Authorization": api._credentials["HTTP_AUTHORIZATION"]}
     response = requests.post(f"{gateway.url}/chat/v1/chat/completions", json=CHAT, headers=headers)
@@ -152,7 +155,10 @@ def test_source_network_outside_allowed_cidrs_is_refused(gateway, upstream, make
 
 
 def test_policy_none_needs_no_key(gateway, upstream, make_service):
-    make_service("open", upstream.url, auth_policy="none")
+    # Parameters left from an earlier api_key policy are not asked for: they are its options,
+    # and the access panel and the playground do not show them for `none` either.
+    left_over = encrypt_params([{"in": "header", "name": "X-Tenant", "value": "acme"}])
+    make_service("open", upstream.url, auth_policy="none", auth_params_encrypted=left_over)
     response = requests.post(
         f"{gateway.url}/open/v2/models/m/infer",
         json={"inputs": [{"name": "INPUT0", "shape": [2], "datatype": "FP32", "data": [1, 2]}]},

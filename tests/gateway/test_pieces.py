@@ -99,3 +99,46 @@ def test_query_parameters_of_the_policy_are_stripped_only():
     )  # fmt: skip
     assert stripped_query(route, b"a=1&team=blue&b=2") == b"a=1&b=2"
     assert stripped_query(route, b"te%61m=blue&team2=x") == b"team2=x"
+
+
+def test_local_limiter_forgets_past_minutes_days_and_months():
+    limiter = LocalLimiter()
+    then = 1_700_000_000_000  # 2023-11-14 22:13 UTC
+    for key_id in range(4_000):  # 3 counters each (minute, day, month): over the pruning size
+        limiter.add_tokens(key_id, 5, then)
+    assert len(limiter._counts) > 10_000
+    a_month_later = then + 31 * 86_400_000
+    limiter.add_tokens(1, 7, a_month_later)
+    assert len(limiter._counts) == 3  # only the newest minute, day and month of key 1
+    # The current counters still count: a tokens-per-minute limit sees the 7 tokens.
+    verdict = run(limiter.check(key(tpm_limit=100)))
+    assert dict(verdict.headers)[b"x-ratelimit-remaining-tokens"] in (b"93", b"100")
+
+
+def test_usage_records_wait_for_redis_in_bounded_memory(monkeypatch):
+    """With Redis unreachable (a real client against a closed port) the newest records are kept,
+    up to MAX_PENDING, and go out in entries of bounded size once it answers."""
+    import redis.asyncio as aredis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from gateway import metering
+    from tests.gateway.upstream import free_port
+
+    monkeypatch.setattr(metering, "MAX_PENDING", 50)
+
+    async def scenario():
+        client = aredis.Redis(host="127.0.0.1", port=free_port(), retry=Retry(NoBackoff(), 0))
+        meter = metering.RedisMeter(client, stream="s", maxlen=1000, limiter=None, flush_seconds=1)
+        for round_ in range(3):
+            for i in range(40):
+                meter.record(metering.Record(round_ * 100 + i, None, 1, 200, 5))
+            with pytest.raises(RedisConnectionError):
+                await meter.flush()
+        await client.aclose()
+        return meter._pending
+
+    pending = run(scenario())
+    assert len(pending) == 50
+    assert [r.at_ms for r in pending] == [130 + i for i in range(10)] + [200 + i for i in range(40)]

@@ -64,6 +64,13 @@ def test_params():
     assert param_problems([{"in": "query", "name": "t", "value": "x" * 1025}])
     assert param_problems([{"in": "header", "name": "X-A", "value": "a", "extra": 1}])
     assert param_problems([{"in": "header", "name": f"X-{i}", "value": "v"} for i in range(17)])
+    # Header values are what clients send and servers keep: printable ASCII, no spaces at the ends.
+    for value in ("acme–corp", "zero\u200bwidth", " acme", "acme\t"):
+        assert param_problems([{"in": "header", "name": "X-A", "value": value}]), value
+    assert param_problems([{"in": "header", "name": "X-A", "value": "acme corp"}]) == []
+    assert param_problems([{"in": "query", "name": "t", "value": "acme–corp"}]) == []  # URL-encoded
+    # The default key header is Authorization: it cannot be an extra parameter either.
+    assert param_problems([{"in": "header", "name": "authorization", "value": "v"}])
     # The key's own header cannot also be an extra parameter, whatever its case.
     assert param_problems([{"in": "header", "name": "x-api-key", "value": "v"}], auth_header="X-Api-Key")
     # The same query name twice is refused; query names are case-sensitive, headers are not.

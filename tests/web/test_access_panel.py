@@ -85,6 +85,21 @@ def test_playground_errors_go_next_to_their_fields(client, user, service):
     )
     assert re.search(r'id="pg-errors-param_0" hx-swap-oob="true"><ul class="field-errors"', html)
 
+    # A pasted key or header value with a character HTTP headers cannot carry (a dash turned
+    # typographic, a zero-width space) is a field error, not a 500.
+    response = client.post(
+        f"/services/{service.pk}/playground/", {"key": KEY + "\u200b", "prompt": "hi", "param_0": "a–b"}
+    )
+    assert response.status_code == 200
+    assert re.search(
+        r'id="pg-errors-key" hx-swap-oob="true"><ul class="field-errors"[^>]*><li>That is not a key',
+        response.text,
+    )
+    assert re.search(
+        r'id="pg-errors-param_0" hx-swap-oob="true"><ul class="field-errors"[^>]*><li>Printable ASCII',
+        response.text,
+    )
+
 
 def test_triton_playground_checks_the_json_body(client, admin_user, queue, dataset, settings):
     user = admin_user  # only admins may turn key checks off

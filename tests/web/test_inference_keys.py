@@ -45,6 +45,7 @@ def bobs_service(bob, queue, dataset):
 def create_key(api, **fields):
     response = api.post("/api/v1/keys/", fields, format="json")
     assert response.status_code == 201, response.content
+    assert "no-store" in response["Cache-Control"]  # the only response with the plaintext
     return response.json()
 
 
@@ -207,10 +208,14 @@ def test_rotation_keeps_the_old_key_for_the_grace_period(api, chat):
     rotate = AuditEvent.objects.get(action="rotate")
     assert rotate.object_id == str(old.id) and rotate.changes["replaced_by"] == [None, new["prefix"]]
     assert rotate.changes["grace_hours"] == [None, 2]
-    # A rotated key cannot be rotated again (its successor can).
+    # A rotated key cannot be rotated again (its successor can), nor have its grace moved.
     assert (
         api.post(f"/api/v1/keys/{body['id']}/rotate/", {"grace_hours": 1}, format="json").status_code == 400
     )
+    for expires_at in (None, (timezone.now() + timedelta(days=30)).isoformat()):
+        refused = api.patch(f"/api/v1/keys/{body['id']}/", {"expires_at": expires_at}, format="json")
+        assert refused.status_code == 400 and "grace period" in refused.json()["expires_at"][0]
+    assert InferenceKey.objects.get(id=body["id"]).expires_at == old.expires_at
 
 
 def test_rotation_grace_never_extends_an_expiry_and_zero_stops_at_once(api, chat):
@@ -344,6 +349,7 @@ def test_key_pages_create_show_once_and_refuse_bad_input_on_fields(client, user,
     plaintext = response.context["plaintext"]
     key = InferenceKey.objects.get()
     assert plaintext.startswith(f"iek_{key.prefix}_") and plaintext in response.content.decode()
+    assert "no-store" in response["Cache-Control"]
     assert key.tpm_limit == 500 and key.user == user and list(key.services.all()) == [chat]
     detail = client.get(f"/keys/{key.id}/").content.decode()
     assert plaintext not in detail and key.prefix in detail

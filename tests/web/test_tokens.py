@@ -16,6 +16,7 @@ def test_token_page_shows_the_token_once_and_stores_only_a_hash(client, user):
     plaintext = response.context["created_token"]
     assert plaintext.startswith("ick_")
     assert plaintext in response.content.decode()
+    assert "no-store" in response["Cache-Control"]
     token = ApiToken.objects.get()
     assert plaintext not in (token.prefix, token.digest)
     with connection.cursor() as cursor:
