@@ -33,11 +33,29 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
         b"host",
         b"expect",
+        b"proxy-connection",
     }
 )
 _RESPONSE_DROP = frozenset(
-    {b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade", b"proxy-authenticate"}
+    {
+        b"connection",
+        b"keep-alive",
+        b"transfer-encoding",
+        b"trailer",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-connection",
+    }
 )
+
+
+def connection_listed(headers) -> frozenset[bytes]:
+    """Headers a `Connection:` header names are for this hop only (RFC 9110 7.6.1)."""
+    listed = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            listed.update(part.strip().lower() for part in value.split(b",") if part.strip())
+    return frozenset(listed)
 
 
 class ClientGone(Exception):
@@ -55,8 +73,9 @@ class Outcome:
 def upstream_headers(scope: dict, strip: frozenset[bytes]) -> list[tuple[str, str]]:
     headers = []
     forwarded_for = None
+    this_hop = connection_listed(scope["headers"])
     for name, value in scope["headers"]:
-        if name in HOP_BY_HOP or name in strip:
+        if name in HOP_BY_HOP or name in strip or name in this_hop:
             continue
         if name == b"x-forwarded-for":
             forwarded_for = value.decode("latin-1")
@@ -91,6 +110,7 @@ async def forward(
     on_connect_error,
 ) -> Outcome:
     data = None
+    gone: list[bool] = []  # set when the caller hangs up mid-upload (aiohttp wraps that error)
     if _has_body(scope):
         # The first piece decides: a body that arrived whole (most API calls) goes as bytes in
         # one write; anything longer streams piece by piece as the client sends it.
@@ -99,7 +119,7 @@ async def forward(
             return Outcome(499)
         data = first.get("body", b"")
         if first.get("more_body", False):
-            data = _rest_of_body(data, receive)
+            data = _rest_of_body(data, receive, gone)
 
     try:
         response = await session.request(
@@ -119,15 +139,18 @@ async def forward(
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise gateway_timeout("The model server did not answer in time.") from None
     except aiohttp.ClientError as exc:
+        if gone:
+            return Outcome(499)
         raise bad_gateway(
             f"The model server closed the connection without an answer ({type(exc).__name__})."
         ) from None
 
     async with response:
+        this_hop = connection_listed(response.raw_headers)
         headers = [
             (lowered, value)
             for name, value in response.raw_headers
-            if (lowered := name.lower()) not in _RESPONSE_DROP
+            if (lowered := name.lower()) not in _RESPONSE_DROP and lowered not in this_hop
         ]
         headers.extend(extra_response_headers)
         content_type = response.headers.get("content-type", "").encode("latin-1")
@@ -157,13 +180,14 @@ async def forward(
         return _outcome(response.status, scanner)
 
 
-async def _rest_of_body(first: bytes, receive):
+async def _rest_of_body(first: bytes, receive, gone: list[bool]):
     if first:
         yield first
     more = True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
+            gone.append(True)
             raise ClientGone()
         more = message.get("more_body", False)
         chunk = message.get("body", b"")

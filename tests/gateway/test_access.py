@@ -44,13 +44,16 @@ def gateway(start_gateway):
 
 def test_a_valid_key_reaches_the_model_without_the_key(gateway, upstream, chat, make_key):
     _key, plaintext = make_key([chat])
-    response = requests.post(f"{gateway.url}/chat/v1/chat/completions", json=CHAT, headers=bearer(plaintext))
+    # A header the Connection header names is for this hop only: it goes no further.
+    headers = {**bearer(plaintext), "Connection": "keep-alive, X-Hop-Only", "X-Hop-Only": "1"}
+    response = requests.post(f"{gateway.url}/chat/v1/chat/completions", json=CHAT, headers=headers)
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == "fake answer"
     assert len(upstream.seen) == 1
     seen = upstream.seen[0]
     assert seen.path == "/v1/chat/completions"
-    assert "Authorization" not in seen.headers and "authorization" not in {h.lower() for h in seen.headers}
+    sent = {h.lower() for h in seen.headers}
+    assert "authorization" not in sent and "x-hop-only" not in sent
     assert seen.headers["X-Forwarded-For"] == "127.0.0.1"
 
 
