@@ -7,9 +7,10 @@ Two steps, each safe to repeat:
 2. Write the totals of every touched hour to PostgreSQL as absolute values (gateway.actions.
    usage_apply(absolute=True)): writing the same totals twice changes nothing, so a crash
    between the database commit and forgetting the "dirty" marks only costs a repeat.
-Totals of hours older than two hours are deleted once written; late records for such an hour
-(a gateway cut off from Redis for hours) start a new total and would overwrite the row, so
-the hash is kept a day (its TTL) to make that unlikely.
+Totals are never deleted by the roll-up: each expires two days after its last record (its
+TTL, refreshed on every add), so records that arrive late for an hour (a backlog that takes
+several runs, a gateway cut off from Redis for hours) add to its total instead of starting a
+new one that would overwrite the row. Only records more than two days late could do that.
 A lock in Redis keeps two roll-ups (two beat schedulers, a slow run) from interleaving.
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 
 import redis
 
@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 GROUP = "rollup"
 CONSUMER = "rollup"  # one at a time (the lock), so one name; its pending entries are retried
 _HOUR_MS = 3_600_000
+TOTAL_TTL_SECONDS = 2 * 86400
 _TOTAL_FIELDS = (
     "requests",
     "errors_4xx",
@@ -99,7 +100,7 @@ def _accumulate(client: redis.Redis, prefix: str, stream: str, entries: list) ->
         for field, value in zip(_TOTAL_FIELDS, row, strict=True):
             if value:
                 pipe.hincrby(f"{prefix}usage:total:{name}", field, value)
-        pipe.expire(f"{prefix}usage:total:{name}", 86400)
+        pipe.expire(f"{prefix}usage:total:{name}", TOTAL_TTL_SECONDS)
         pipe.sadd(f"{prefix}usage:dirty", name)
     if last_used:
         pipe.hset(f"{prefix}usage:last-used", mapping=last_used)
@@ -120,13 +121,9 @@ def _write_totals(client: redis.Redis, prefix: str) -> None:
         values = [int(raw.get(field.encode(), 0)) for field in _TOTAL_FIELDS]
         rows.append(actions.UsageRow(hour_ms, key_id or None, service_id, *values))
     actions.usage_apply(rows=rows, absolute=True, last_used_ms=last_used)
-    old = int(time.time() * 1000) - 2 * _HOUR_MS
     pipe = client.pipeline(transaction=True)
     if dirty:
         pipe.srem(f"{prefix}usage:dirty", *dirty)
-    for name in dirty:
-        if int(name.split(":")[0]) < old - old % _HOUR_MS:
-            pipe.delete(f"{prefix}usage:total:{name}")
     if last_used:
         # Only the roll-up writes this hash, under the lock: nothing newer can have arrived.
         pipe.hdel(f"{prefix}usage:last-used", *[str(key_id) for key_id in last_used])

@@ -263,3 +263,27 @@ def test_embedded_default_without_redis(unused, start_gateway, upstream, make_se
     while requests.get(f"{gateway.url}/chat/v1/models", headers=bearer(plaintext)).status_code != 401:
         assert time.monotonic() - revoked_at < 1.5, "the polled log did not revoke the key in time"
         time.sleep(0.05)
+
+
+def test_late_records_add_to_an_old_hour_instead_of_replacing_it(redis_prefix, make_service, make_key):
+    """A backlog that takes several roll-ups (or a gateway that was cut off from Redis) brings
+    records for an hour whose total was already written: they are added to it."""
+    from gateway.metering import Record
+
+    chat = make_service("chat", None)
+    key, _plaintext = make_key([chat])
+    client = redis.Redis.from_url(django_settings.REDIS_URL)
+    five_hours_ago = int(time.time() * 1000) - 5 * 3_600_000
+    hour = five_hours_ago - five_hours_ago % 3_600_000
+
+    def send(count: int) -> None:
+        rows = [Record(five_hours_ago + i, key.id, chat.id, 200, 10, 3, 2).row() for i in range(count)]
+        client.xadd(conf.usage_stream(), {"records": json.dumps(rows)})
+
+    send(4)
+    assert rollup_usage() == 1
+    send(3)
+    assert rollup_usage() == 1
+    row = UsageHour.objects.get(key=key, service=chat)
+    assert row.hour.timestamp() * 1000 == hour
+    assert (row.requests, row.prompt_tokens, row.completion_tokens) == (7, 21, 14)
