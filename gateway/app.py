@@ -85,10 +85,19 @@ class Gateway:
         )
         if conf.redis_url():
             import redis.asyncio
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
 
             # A bounded pool: concurrent requests queue for a connection instead of opening one each.
+            # No automatic retries: redis-py would re-send a pipeline whose reply was lost (a
+            # usage batch counted twice); the meter keeps a failed batch for its next flush.
             pool = redis.asyncio.BlockingConnectionPool.from_url(
-                conf.redis_url(), max_connections=32, timeout=5, socket_connect_timeout=2, socket_timeout=5
+                conf.redis_url(),
+                max_connections=32,
+                timeout=5,
+                socket_connect_timeout=2,
+                socket_timeout=5,
+                retry=Retry(NoBackoff(), 0),
             )
             self.redis = redis.asyncio.Redis(connection_pool=pool)
             self.limiter = RedisLimiter(self.redis, conf.redis_prefix())

@@ -20,6 +20,8 @@ import json
 import logging
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from gateway import actions, conf
 from gateway.metering import STREAM_FIELDS
@@ -30,6 +32,7 @@ GROUP = "rollup"
 CONSUMER = "rollup"  # one at a time (the lock), so one name; its pending entries are retried
 _HOUR_MS = 3_600_000
 TOTAL_TTL_SECONDS = 2 * 86400
+LOCK_SECONDS = 120
 _TOTAL_FIELDS = (
     "requests",
     "errors_4xx",
@@ -43,10 +46,12 @@ _TOTAL_FIELDS = (
 def rollup_usage(*, client: redis.Redis | None = None, batch: int = 200, max_batches: int = 500) -> int:
     """Consume the usage stream into UsageHour. Returns the number of stream entries consumed
     (each holds one gateway flush: up to a few hundred calls)."""
-    client = client or redis.Redis.from_url(conf.redis_url())
+    # No automatic retries: redis-py would re-send a MULTI/EXEC whose reply was lost, adding a
+    # batch twice. A failed run leaves its entries pending; the next run takes them first.
+    client = client or redis.Redis.from_url(conf.redis_url(), retry=Retry(NoBackoff(), 0))
     prefix = conf.redis_prefix()
     stream = conf.usage_stream()
-    lock = client.lock(f"{prefix}rollup:lock", timeout=120, blocking=False)
+    lock = client.lock(f"{prefix}rollup:lock", timeout=LOCK_SECONDS, blocking=False)
     if not lock.acquire():
         logger.info("usage roll-up already running elsewhere; skipping")
         return 0
@@ -68,6 +73,7 @@ def rollup_usage(*, client: redis.Redis | None = None, batch: int = 200, max_bat
                 break
             _accumulate(client, prefix, stream, entries)
             consumed += len(entries)
+            lock.extend(LOCK_SECONDS, replace_ttl=True)  # a long backlog keeps the run exclusive
         _write_totals(client, prefix)
         return consumed
     finally:
