@@ -55,10 +55,20 @@ class LoadingCache(Generic[T]):
             self._inflight.pop(name, None)
         if self._generation.get(name, 0) == generation and self._epoch == epoch:
             if len(self._entries) >= self._max_entries:
-                self._entries.clear()  # crude, but bounded; a full cache of live keys is rare
+                self._make_room()
             self._entries[name] = (time.monotonic() + self._ttl(value), value)
         future.set_result(value)
         return value
+
+    def _make_room(self) -> None:
+        """Drop expired and negative entries first, so that a flood of unknown names (anyone can
+        make up key prefixes) does not push out the keys in use; if live entries still fill half
+        the cache, drop the older half of them."""
+        now = time.monotonic()
+        self._entries = {n: e for n, e in self._entries.items() if e[1] is not None and e[0] > now}
+        if len(self._entries) >= self._max_entries // 2:
+            for name in list(self._entries)[: len(self._entries) // 2]:
+                del self._entries[name]
 
     def invalidate(self, name: Hashable) -> None:
         self._entries.pop(name, None)

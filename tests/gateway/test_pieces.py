@@ -142,3 +142,27 @@ def test_usage_records_wait_for_redis_in_bounded_memory(monkeypatch):
     pending = run(scenario())
     assert len(pending) == 50
     assert [r.at_ms for r in pending] == [130 + i for i in range(10)] + [200 + i for i in range(40)]
+
+
+def test_a_flood_of_unknown_names_does_not_push_live_entries_out_of_the_cache():
+    from gateway.cache import LoadingCache
+
+    loads: list[str] = []
+
+    def load(name):
+        loads.append(name)
+        return None if name.startswith("unknown") else f"record of {name}"
+
+    async def scenario():
+        with ThreadPoolExecutor(1) as executor:
+            cache = LoadingCache(load=load, executor=executor, ttl=lambda value: 60, max_entries=10)
+            for name in ("a", "b", "c"):
+                await cache.get(name)
+            for i in range(50):  # made-up prefixes, each a miss
+                assert await cache.get(f"unknown-{i}") is None
+            return [await cache.get(name) for name in ("a", "b", "c")], len(cache)
+
+    values, size = run(scenario())
+    assert values == ["record of a", "record of b", "record of c"]
+    assert loads.count("a") == loads.count("b") == loads.count("c") == 1  # still cached
+    assert size <= 10
