@@ -145,6 +145,17 @@ def test_run_command_serves_the_embedded_default_end_to_end(tmp_path):
             pytest.fail(f"not Running via ./run; last statuses {seen[-3:]}; log in {tmp_path / 'run.log'}")
         progress = _api("GET", f"{base}/api/v1/datasets/{created['id']}/prewarm/", token)[1]
         assert progress["status"] == "Succeeded" and progress["bytes_done"] == progress["bytes_total"] > 0
+
+        # The model answers through the gateway ./run started, at the address the API gives, with
+        # a key made through the API: the simulated pod's stand-in server answers.
+        gateway_url = _api("GET", url, token)[1]["access"]["gateway_url"]
+        assert gateway_url == f"http://127.0.0.1:{gateway_port}/chat"
+        key_spec = {"name": "e2e", "services": [body["id"]]}
+        status, new_key = _api("POST", f"{base}/api/v1/keys/", token, key_spec)
+        assert status == 201, new_key
+        chat = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
+        status, answer = _api("POST", f"{gateway_url}/v1/chat/completions", new_key["key"], chat)
+        assert status == 200 and "[simulated chat]" in answer["choices"][0]["message"]["content"], answer
         assert _api("DELETE", url, token)[0] == 202
         wait_for(lambda: phase() == phases.DELETED, timeout=60, interval=0.5, what="Deleted via ./run")
     finally:
