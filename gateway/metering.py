@@ -58,7 +58,32 @@ MAX_PENDING = 100_000
 RECORDS_PER_ENTRY = 5_000
 
 
-class RedisMeter:
+class _FlushedPeriodically:
+    """Records wait in memory and go out every `_flush_seconds`; a failed flush keeps them for
+    the next one (each subclass's `flush` puts them back)."""
+
+    _flush_seconds: float
+    _destination: str  # for the warning
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self._flush_seconds)
+            try:
+                await self.flush()
+            except Exception:
+                logger.warning(
+                    "could not write usage to %s; keeping it for the next try",
+                    self._destination,
+                    exc_info=True,
+                )
+
+    async def flush(self) -> None:
+        raise NotImplementedError
+
+
+class RedisMeter(_FlushedPeriodically):
+    _destination = "Redis"
+
     def __init__(self, redis, *, stream: str, maxlen: int, limiter, flush_seconds: float):
         self._redis = redis
         self._stream = stream
@@ -69,16 +94,6 @@ class RedisMeter:
 
     def record(self, record: Record) -> None:
         self._pending.append(record)
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_seconds)
-            try:
-                await self.flush()
-            except Exception:
-                logger.warning(
-                    "could not send usage records to Redis; keeping them for the next try", exc_info=True
-                )
 
     async def flush(self) -> None:
         if not self._pending:
@@ -111,7 +126,9 @@ class RedisMeter:
             raise
 
 
-class LocalMeter:
+class LocalMeter(_FlushedPeriodically):
+    _destination = "the database"
+
     def __init__(self, *, executor: Executor, limiter, flush_seconds: float):
         self._executor = executor
         self._limiter = limiter
@@ -133,16 +150,6 @@ class LocalMeter:
             tokens = record.prompt_tokens + record.completion_tokens
             if tokens:
                 self._limiter.add_tokens(record.key_id, tokens, record.at_ms)
-
-    async def run(self) -> None:
-        while True:
-            await asyncio.sleep(self._flush_seconds)
-            try:
-                await self.flush()
-            except Exception:
-                logger.warning(
-                    "could not write usage to the database; keeping it for the next try", exc_info=True
-                )
 
     async def flush(self) -> None:
         if not self._totals and not self._last_used:

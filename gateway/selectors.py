@@ -11,8 +11,9 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from auth.models import InferenceKey
-from console.crypto import CredentialsUnreadable, decrypt_json
+from console.crypto import CredentialsUnreadable
 from services import phases
+from services.auth_policy import stored_params
 from services.models import InferenceService
 
 logger = logging.getLogger(__name__)
@@ -141,25 +142,19 @@ def load_route(*, namespace: str, name: str) -> RouteRecord | None:
 
 
 def _auth_params(service: InferenceService) -> tuple[AuthParam, ...]:
-    """The extra headers/query parameters callers must send. Stored encrypted as a list of
-    {"in", "name", "value"}; a {"params": [...]} wrapper is accepted too."""
+    """The extra headers/query parameters callers must send (services.auth_policy stores them)."""
     if not service.auth_params_encrypted:
         return ()
     try:
-        data = decrypt_json(service.auth_params_encrypted)
+        stored = stored_params(service.auth_params_encrypted)
     except CredentialsUnreadable:
         # Fail closed: a parameter we cannot read is one no caller can match.
         logger.error("service %s: auth parameters cannot be decrypted; refusing calls", service.name)
         return (AuthParam("header", "x-undecryptable-auth-parameter", "\0"),)
-    items = data.get("params", []) if isinstance(data, dict) else data
-    params = []
-    for item in items or []:
-        where = item.get("in", "header")
-        name = str(item.get("name", ""))
-        params.append(
-            AuthParam(where, name.lower() if where == "header" else name, str(item.get("value", "")))
-        )
-    return tuple(params)
+    return tuple(
+        AuthParam(p["in"], p["name"].lower() if p["in"] == "header" else p["name"], p["value"])
+        for p in stored
+    )
 
 
 def _networks(service: InferenceService) -> tuple:

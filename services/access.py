@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 
-from console.crypto import CredentialsUnreadable, decrypt_json
+from services.auth_policy import param_names
 from services.models import InferenceService
 
 KEY_VARIABLE = "INFERENCE_KEY"
@@ -59,16 +59,7 @@ def auth_params_of(service: InferenceService) -> tuple[AuthParam, ...]:
     they cannot be decrypted: the panel then shows no names rather than failing)."""
     if service.auth_policy == InferenceService.AuthPolicy.NONE or not service.auth_params_encrypted:
         return ()
-    try:
-        data = decrypt_json(service.auth_params_encrypted)
-    except CredentialsUnreadable:
-        return ()
-    items = data.get("params", []) if isinstance(data, dict) else data
-    return tuple(
-        AuthParam("query" if item.get("in") == "query" else "header", str(item["name"]))
-        for item in items or []
-        if isinstance(item, dict) and item.get("name")
-    )
+    return tuple(AuthParam(p["in"], p["name"]) for p in param_names(service.auth_params_encrypted))
 
 
 def access_info(service: InferenceService) -> AccessInfo:

@@ -10,8 +10,8 @@ import shlex
 
 import pytest
 
-from console.crypto import encrypt_json
 from services.access import access_info
+from services.auth_policy import encrypt_params
 from services.models import InferenceService
 
 SECRET_VALUE = "team-secret-value-123"
@@ -25,7 +25,7 @@ def service(runtime: str = "vllm", **fields) -> InferenceService:
 
 def with_params(*params: tuple[str, str], **fields) -> InferenceService:
     stored = [{"in": where, "name": name, "value": SECRET_VALUE} for where, name in params]
-    return service(auth_params_encrypted=encrypt_json(stored), **fields)
+    return service(auth_params_encrypted=encrypt_params(stored), **fields)
 
 
 @pytest.fixture(autouse=True)

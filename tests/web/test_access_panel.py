@@ -14,9 +14,9 @@ import socket
 import pytest
 from django.db import connection
 
-from console.crypto import encrypt_json
 from services import phases
 from services.actions import service_create
+from services.auth_policy import encrypt_params
 from services.models import InferenceService
 
 pytestmark = pytest.mark.django_db
@@ -33,7 +33,7 @@ def service(user, queue, dataset, settings):
     )
     InferenceService.objects.filter(pk=created.pk).update(
         auth_header="X-Api-Key",
-        auth_params_encrypted=encrypt_json([{"in": "header", "name": "X-Team", "value": PARAM_VALUE}]),
+        auth_params_encrypted=encrypt_params([{"in": "header", "name": "X-Team", "value": PARAM_VALUE}]),
     )
     created.refresh_from_db()
     return created
