@@ -13,7 +13,6 @@ reason. No Django here.
 from __future__ import annotations
 
 import contextlib
-import posixpath
 
 from datasets.copier.modelscope import (
     DEFAULT_ENDPOINT,
@@ -22,7 +21,7 @@ from datasets.copier.modelscope import (
     ModelScopeError,
     ModelScopeSource,
 )
-from datasets.storage import FileEntry, Listing, StorageError, clean_path
+from datasets.storage import Listing, ManifestStorage, StorageError, clean_path, slice_range
 
 API_TIMEOUT = 10.0  # the console waits on these calls inside a request
 
@@ -42,47 +41,32 @@ class ModelScopeStorage:
             token=token or None,
         )
         self._api = ModelScopeApi(self.source, timeout=API_TIMEOUT, retries=0)
-        self._files: dict[str, int] | None = None
-        self._folders: set[str] = set()
+        self._files: ManifestStorage | None = None
 
     def _where(self) -> str:
-        where = f"modelscope://{self.source.repo_id}@{self.source.revision}"
+        where = self.source.url
         return where if self.source.endpoint == DEFAULT_ENDPOINT else f"{where} at {self.source.endpoint}"
 
-    def _tree(self) -> dict[str, int]:
-        """Every file's size, listed once (after the revision check)."""
+    def _tree(self) -> ManifestStorage:
+        """Every file and its size, listed once (after the revision check)."""
         if self._files is None:
             try:
                 self._api.check_revision()
                 entries = self._api.files(recursive=True)
             except ModelScopeError as exc:
                 raise self._error(exc, "") from None
-            files: dict[str, int] = {}
-            folders = {""}
-            for entry in entries:
-                if entry.is_folder:
-                    folders.add(entry.path)
-                else:
-                    files[entry.path] = entry.size
-            for path in [*files, *folders]:  # parents of every entry, even if not listed
-                parent = posixpath.dirname(path)
-                while parent not in folders:
-                    folders.add(parent)
-                    parent = posixpath.dirname(parent)
-            self._files, self._folders = files, folders
+            # A git repository has no empty folders: the files say which folders there are.
+            self._files = ManifestStorage([(e.path, e.size) for e in entries if not e.is_folder])
         return self._files
 
     def list_dir(self, path: str = "") -> Listing:
         path = clean_path(path)
-        files = self._tree()
-        if path not in self._folders:
-            if path in files:
+        tree = self._tree()
+        if not tree.is_folder(path):
+            if tree.is_file(path):
                 raise StorageError("NotAFolder", f"'{path}' is a file, not a folder.")
             raise StorageError("NotFound", f"There is no folder '{path}' in {self._where()}.")
-        prefix = f"{path}/" if path else ""
-        folders = sorted(f[len(prefix) :] for f in self._folders if f and posixpath.dirname(f) == path)
-        names = sorted((p[len(prefix) :], s) for p, s in files.items() if posixpath.dirname(p) == path)
-        return Listing(path=path, folders=folders, files=[FileEntry(n, s) for n, s in names])
+        return tree.list_dir(path)
 
     def read_bytes(self, path: str, start: int = 0, length: int | None = None) -> bytes:
         path = clean_path(path)
@@ -90,7 +74,7 @@ class ModelScopeStorage:
             return b""
         if not path:
             raise StorageError("NotFound", "The root of the repository is a folder, not a file.")
-        if path not in self._tree():
+        if not self._tree().is_file(path):
             raise StorageError("NotFound", f"There is no '{path}' in {self._where()}.")
         ranged = bool(start or length is not None)
         end = None if length is None else start + length - 1
@@ -103,17 +87,14 @@ class ModelScopeStorage:
                 return b""
             data = response.content
         # A server that ignores Range answers 200 with the whole file: still honour the request.
-        if ranged and response.status_code == 200:
-            data = data[start:] if length is None else data[start : start + length]
-        return data
+        return slice_range(data, start, length) if ranged and response.status_code == 200 else data
 
     def exists(self, path: str) -> bool:
-        path = clean_path(path)
-        return path in self._tree() or path in self._folders
+        return self._tree().exists(path)
 
     def check(self) -> None:
         """Log in (the token), check the revision (repo, revision), list the files (not empty)."""
-        if not self._tree():
+        if not len(self._tree()):
             raise StorageError("EmptyRepo", f"The repository {self._where()} holds no files.")
 
     def _error(self, exc: ModelScopeError, path: str) -> StorageError:

@@ -108,7 +108,8 @@ def _listing(path: str, folders: set[str], files: dict[str, int]) -> Listing:
     )
 
 
-def _slice(data: bytes, start: int, length: int | None) -> bytes:
+def slice_range(data: bytes, start: int, length: int | None) -> bytes:
+    """The part of a whole file a ranged read asked for (for servers that ignore Range)."""
     return data[start:] if length is None else data[start : start + length]
 
 
@@ -202,7 +203,7 @@ class S3Storage:
             raise self._error(exc, path) from None
         # A server that ignores Range answers 200 with the whole object: still honour the request.
         if "Range" in kwargs and not response.get("ContentRange"):
-            data = _slice(data, start, length)
+            data = slice_range(data, start, length)
         return data
 
     def exists(self, path: str) -> bool:
@@ -382,6 +383,16 @@ class ManifestStorage:
     def exists(self, path: str) -> bool:
         path = clean_path(path)
         return path in self._files or path in self._folders
+
+    def is_file(self, path: str) -> bool:
+        return clean_path(path) in self._files
+
+    def is_folder(self, path: str) -> bool:
+        return clean_path(path) in self._folders
+
+    def __len__(self) -> int:
+        """How many files."""
+        return len(self._files)
 
     def check(self) -> None:
         if not self._files:
