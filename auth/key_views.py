@@ -49,7 +49,7 @@ def _show_once(request: HttpRequest, key: InferenceKey, plaintext: str, *, note:
     response = render(
         request,
         "access/key_detail.html",
-        {**_detail_context(request, key), "plaintext": plaintext, "note": note},
+        {**_detail_context(request, key.pk), "plaintext": plaintext, "note": note},
     )
     add_never_cache_headers(response)  # no cache or proxy on the way keeps the plaintext
     return response
@@ -76,8 +76,8 @@ def _get_key(request: HttpRequest, pk: int) -> InferenceKey:
     return get_object_or_404(keys_visible_to(request.user), pk=pk)
 
 
-def _detail_context(request: HttpRequest, key: InferenceKey) -> dict:
-    key = _get_key(request, key.pk)  # fresh: state, replaced_by
+def _detail_context(request: HttpRequest, pk: int) -> dict:
+    key = _get_key(request, pk)  # fresh: state, replaced_by
     return {
         "key": key,
         "services": sorted(key.services.all(), key=lambda s: s.name),
@@ -100,7 +100,7 @@ def _readable(changes: dict) -> list[tuple[str, str, str]]:
 
 @login_required
 def key_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
-    return render(request, "access/key_detail.html", _detail_context(request, _get_key(request, pk)))
+    return render(request, "access/key_detail.html", _detail_context(request, pk))
 
 
 @login_required

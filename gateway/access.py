@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from urllib.parse import parse_qsl
 
 from auth.tokens import inference_key_digest, inference_key_prefix
-from gateway.errors import GatewayError, forbidden, unauthorized
+from gateway.errors import forbidden, unauthorized
 from gateway.selectors import KeyRecord, RouteRecord
 
 
@@ -112,6 +112,3 @@ def _unquote_name(raw: bytes) -> str:
     from urllib.parse import unquote_plus
 
     return unquote_plus(raw.decode("latin-1"))
-
-
-__all__ = ["GatewayError"]

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections import defaultdict
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -172,7 +171,3 @@ class LocalMeter(_FlushedPeriodically):
             for key_id, at_ms in last_used.items():
                 self._last_used.setdefault(key_id, at_ms)
             raise
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)

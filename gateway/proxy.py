@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import aiohttp
 from yarl import URL
 
-from gateway.errors import GatewayError, bad_gateway, gateway_timeout
+from gateway.errors import bad_gateway, gateway_timeout
 from gateway.usage import UsageScanner
 
 logger = logging.getLogger(__name__)
@@ -209,6 +209,3 @@ async def _wait_disconnect(receive) -> None:
         message = await receive()
         if message["type"] == "http.disconnect":
             return
-
-
-__all__ = ["GatewayError", "forward"]

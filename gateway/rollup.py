@@ -120,10 +120,12 @@ def _write_totals(client: redis.Redis, prefix: str) -> None:
     last_used = {int(k): int(v) for k, v in client.hgetall(f"{prefix}usage:last-used").items()}
     if not dirty and not last_used:
         return
-    rows = []
+    reads = client.pipeline(transaction=False)  # every total in one round trip
     for name in dirty:
+        reads.hgetall(f"{prefix}usage:total:{name}")
+    rows = []
+    for name, raw in zip(dirty, reads.execute() if dirty else [], strict=True):
         hour_ms, key_id, service_id = (int(part) for part in name.split(":"))
-        raw = client.hgetall(f"{prefix}usage:total:{name}")
         values = [int(raw.get(field.encode(), 0)) for field in _TOTAL_FIELDS]
         rows.append(actions.UsageRow(hour_ms, key_id or None, service_id, *values))
     actions.usage_apply(rows=rows, absolute=True, last_used_ms=last_used)

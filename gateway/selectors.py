@@ -7,7 +7,6 @@ import ipaddress
 import logging
 from dataclasses import dataclass
 
-from django.conf import settings
 from django.db import close_old_connections
 
 from auth.models import InferenceKey
@@ -168,7 +167,3 @@ def _networks(service: InferenceService) -> tuple:
         # Fail closed: the owner meant to restrict callers; 0.0.0.0/32 is no caller's address.
         networks.append(ipaddress.ip_network("0.0.0.0/32"))
     return tuple(networks)
-
-
-def default_namespace() -> str:
-    return settings.SERVICE_NAMESPACE

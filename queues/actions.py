@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from queues.models import FlavorQuota, PriorityClass, Queue, ResourceFlavor
+from queues.selectors import queues_depending_on
 
 QUEUE_FIELDS = ("name", "description", "cohort", "strategy")
 QUOTA_FIELDS = ("gpus", "cpu", "memory_gib", "gpu_borrowing_limit", "gpu_lending_limit")
@@ -135,7 +136,7 @@ def flavor_update(
     flavor.full_clean()
     with transaction.atomic():
         flavor.save()
-        reapply_queues(Queue.objects.filter(quotas__flavor=flavor).distinct())
+        reapply_queues(queues_depending_on(flavor=flavor))
     return flavor
 
 

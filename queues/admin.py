@@ -2,6 +2,7 @@ from django.contrib import admin
 
 from queues.actions import reapply_queues
 from queues.models import FlavorQuota, PriorityClass, Queue, QueueUsageSample, ResourceFlavor, Team
+from queues.selectors import queues_depending_on
 
 
 class FlavorQuotaInline(admin.TabularInline):
@@ -43,7 +44,7 @@ class ResourceFlavorAdmin(ReapplyingAdmin):
     search_fields = ("name",)
 
     def affected_queues(self, obj):
-        return Queue.objects.filter(quotas__flavor=obj).distinct()
+        return queues_depending_on(flavor=obj)
 
 
 @admin.register(PriorityClass)

@@ -12,7 +12,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 
 from queues.admission import Amounts, QueueState, TeamState
 from queues.admission import FlavorQuota as FlavorQuotaState
-from queues.models import FlavorQuota, PriorityClass, Queue, ResourceFlavor, Team
+from queues.models import FlavorQuota, Queue, ResourceFlavor, Team
 from services import phases
 
 
@@ -181,11 +181,8 @@ def queue_namespaces(queue: Queue) -> list[str]:
     return sorted(namespaces)
 
 
-def queues_depending_on(*, flavor: ResourceFlavor | None = None, priority_class: PriorityClass | None = None):
-    """The queues whose Kueue objects include this flavor (it has a quota there) or this priority
-    class (every queue carries every priority class)."""
-    if priority_class is not None:
-        return Queue.objects.order_by("id")
+def queues_depending_on(*, flavor: ResourceFlavor) -> QuerySet[Queue]:
+    """The queues whose Kueue objects include this flavor (it has a quota there)."""
     return Queue.objects.filter(quotas__flavor=flavor).distinct().order_by("id")
 
 

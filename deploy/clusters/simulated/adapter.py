@@ -32,6 +32,7 @@ from deploy.clusters.simulated.pods import PodState, compute_pod_state, pod_even
 from deploy.clusters.simulated.scheduler import add_usage, needs_of, pick_node
 from deploy.models import SimulatedObject, SimulatedPod
 from deploy.observation import EventObservation, JobObservation, Observation, PodObservation
+from deploy.render import ANNOTATION_MODEL_NAME, LABEL_RUNTIME
 
 log = logging.getLogger(__package__)  # the simulated cluster logs as deploy.clusters.simulated
 
@@ -40,8 +41,6 @@ OTHER_KINDS = ("Service", "ConfigMap", "Secret", "NetworkPolicy")
 # A test's binding of a service to an upstream URL (bind_endpoint): simulated-only, so its own kind.
 ENDPOINT_BINDING_KIND = "EndpointBinding"
 ENDPOINT_BINDING_API_VERSION = "simulated.inference.console/v1"
-LABEL_RUNTIME = "inference.console/runtime"  # as deploy.render sets it
-ANNOTATION_MODEL_NAME = "inference.console/served-model-name"  # as deploy.render sets it
 WATCH_STOP_CHECK_SECONDS = 0.2
 
 
