@@ -7,7 +7,7 @@ import hmac
 import ipaddress
 import time
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_plus
 
 from auth.tokens import inference_key_digest, inference_key_prefix
 from gateway.errors import forbidden, unauthorized
@@ -92,23 +92,13 @@ def check_params(route: RouteRecord, headers: dict[bytes, bytes], query: bytes) 
             raise forbidden(f"Wrong value for the required {label}.")
 
 
-def stripped_headers(route: RouteRecord) -> frozenset[bytes]:
-    """Request headers never forwarded: the key and the policy's extra headers."""
-    names = {param.name.encode() for param in route.params if param.where == "header"}
-    if route.requires_key:
-        names.add(route.key_header.encode())
-    return frozenset(names)
-
-
 def stripped_query(route: RouteRecord, query: bytes) -> bytes:
-    names = {param.name for param in route.params if param.where == "query"}
+    names = route.query_names
     if not names or not query:
         return query
-    kept = [part for part in query.split(b"&") if part and _unquote_name(part.split(b"=", 1)[0]) not in names]
+    kept = [
+        part
+        for part in query.split(b"&")
+        if part and unquote_plus(part.split(b"=", 1)[0].decode("latin-1")) not in names
+    ]
     return b"&".join(kept)
-
-
-def _unquote_name(raw: bytes) -> str:
-    from urllib.parse import unquote_plus
-
-    return unquote_plus(raw.decode("latin-1"))

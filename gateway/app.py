@@ -194,7 +194,7 @@ class Gateway:
                 receive=receive,
                 send=send_upstream_response,
                 url=url,
-                strip_headers=access.stripped_headers(route),
+                strip_headers=route.strip_headers,
                 extra_response_headers=limit_headers,
                 count_tokens=path.startswith(_OPENAI_PATHS),
                 on_connect_error=lambda: self.routes.invalidate(ref),

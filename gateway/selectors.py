@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db import close_old_connections
 
@@ -57,6 +57,17 @@ class RouteRecord:
     params: tuple[AuthParam, ...]
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     endpoint: str | None  # base URL, None when nothing is ready to take traffic
+    # Derived once per cached route, not per call: what is never forwarded.
+    strip_headers: frozenset[bytes] = field(init=False)  # the key's header and the extra headers
+    query_names: frozenset[str] = field(init=False)  # the extra query parameters
+
+    def __post_init__(self) -> None:
+        headers = {param.name.encode() for param in self.params if param.where == "header"}
+        if self.requires_key:
+            headers.add(self.key_header.encode())
+        object.__setattr__(self, "strip_headers", frozenset(headers))
+        queries = frozenset(param.name for param in self.params if param.where == "query")
+        object.__setattr__(self, "query_names", queries)
 
 
 def load_key(prefix: str) -> KeyRecord | None:
