@@ -232,13 +232,13 @@ class SimulatedCluster:
             if not connection.in_atomic_block:
                 close_old_connections()  # a long-running loop must not keep a dead connection
             try:
-                current = self._fingerprints()
+                current, serving_views = self._fingerprints()
             except DatabaseError:
                 log.warning("simulated cluster: watch poll failed; retrying", exc_info=True)
                 current = None
             if current is not None:
                 try:
-                    self.sync_standins()
+                    self.sync_standins(serving_views)
                 except (DatabaseError, OSError):
                     log.warning("simulated cluster: syncing stand-in servers failed", exc_info=True)
                 for key in sorted(seen.keys() | current.keys()):
@@ -307,16 +307,17 @@ class SimulatedCluster:
     def unbind_endpoint(self, *, namespace: str, name: str) -> None:
         SimulatedObject.objects.filter(kind=ENDPOINT_BINDING_KIND, namespace=namespace, name=name).delete()
 
-    def sync_standins(self) -> None:
-        """Start a stand-in for every ready pod and stop the others' (the watcher's loop)."""
-        now = self.clock()
-        rules = load_fault_rules(self.faults_file)
-        views: dict[tuple[str, str], list[_PodView]] = defaultdict(list)
-        for pod in SimulatedPod.objects.filter(job="").exclude(service="").exclude(node=""):
-            views[(pod.namespace, pod.service)].append(self._view(pod, now, rules, {}))
-        standins.sync_all(
-            self.state, {key: self._wanted(*key, service_views) for key, service_views in views.items()}
-        )
+    def sync_standins(self, views: dict[tuple[str, str], list[_PodView]] | None = None) -> None:
+        """Start a stand-in for every ready pod and stop the others' (the watcher's loop, which
+        passes the views of the services' scheduled pods it has just built)."""
+        if views is None:
+            now = self.clock()
+            rules = load_fault_rules(self.faults_file)
+            views = defaultdict(list)
+            for pod in SimulatedPod.objects.filter(job="").exclude(service="").exclude(node=""):
+                views[(pod.namespace, pod.service)].append(self._view(pod, now, rules, {}))
+        bodies = self._deployment_bodies([view.pod for pods in views.values() for view in pods])
+        standins.sync_all(self.state, {key: self._wanted(*key, pods, bodies) for key, pods in views.items()})
 
     def delete_labelled(self, namespace: str, labels: dict[str, str], kinds: tuple[str, ...]) -> None:
         rows = [
@@ -344,20 +345,30 @@ class SimulatedCluster:
         pods = SimulatedPod.objects.filter(namespace=namespace, service=name, job="").exclude(node="")
         return [self._view(pod, now, rules, {}) for pod in pods]
 
-    def _wanted(self, namespace: str, name: str, views: list[_PodView]) -> list[standins.Wanted]:
+    def _deployment_bodies(self, pods: list[SimulatedPod]) -> dict[tuple[str, str], Obj]:
+        """The Deployments of these pods by (namespace, name), in one query."""
+        names = {pod.deployment for pod in pods if pod.deployment}
+        if not names:
+            return {}
+        rows = SimulatedObject.objects.filter(kind="Deployment", name__in=names)
+        return {(row.namespace, row.name): row.body for row in rows}
+
+    def _wanted(
+        self,
+        namespace: str,
+        name: str,
+        views: list[_PodView],
+        bodies: dict[tuple[str, str], Obj] | None = None,
+    ) -> list[standins.Wanted]:
         """The ready pods of the service's Deployment, each with its runtime and model name."""
         ready = [view.pod for view in views if view.state.ready and view.pod.deployment]
         if not ready:
             return []
-        bodies = {
-            row.name: row.body
-            for row in SimulatedObject.objects.filter(
-                kind="Deployment", namespace=namespace, name__in={pod.deployment for pod in ready}
-            )
-        }
+        if bodies is None:
+            bodies = self._deployment_bodies(ready)
         wanted = []
         for pod in ready:
-            body = bodies.get(pod.deployment)
+            body = bodies.get((namespace, pod.deployment))
             if body is not None:
                 runtime, model = _served(body, default_name=name)
                 wanted.append(standins.Wanted(pod=pod.name, runtime=runtime, models=(model,)))
@@ -432,8 +443,11 @@ class SimulatedCluster:
             load_seconds=self.load_seconds,
         )
 
-    def _fingerprints(self) -> dict[tuple[str, str], tuple[Any, ...]]:
-        """A cheap summary per service (namespace, name) of what observe() would report."""
+    def _fingerprints(
+        self,
+    ) -> tuple[dict[tuple[str, str], tuple[Any, ...]], dict[tuple[str, str], list[_PodView]]]:
+        """A cheap summary per service (namespace, name) of what observe() would report, and the
+        views of the services' scheduled pods (what the stand-ins follow)."""
         messages = self._schedule_pending()
         now = self.clock()
         rules = load_fault_rules(self.faults_file)
@@ -458,9 +472,13 @@ class SimulatedCluster:
                 limit = 600 if deadline is None else int(deadline)
                 entry += ((now - updated_at).total_seconds() > limit,)
             parts[(namespace, service)].append(entry)
+        serving: dict[tuple[str, str], list[_PodView]] = defaultdict(list)
         for pod in SimulatedPod.objects.exclude(service=""):
-            parts[(pod.namespace, pod.service)].append(self._view(pod, now, rules, messages).fingerprint())
-        return {key: tuple(sorted(value, key=repr)) for key, value in parts.items()}
+            view = self._view(pod, now, rules, messages)
+            parts[(pod.namespace, pod.service)].append(view.fingerprint())
+            if not pod.job and pod.node:
+                serving[(pod.namespace, pod.service)].append(view)
+        return {key: tuple(sorted(value, key=repr)) for key, value in parts.items()}, serving
 
 
 def _served(deployment: Obj, *, default_name: str) -> tuple[str, str]:
