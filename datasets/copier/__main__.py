@@ -137,11 +137,13 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
                 interval=args.progress_interval,
                 started=early_started,
             )
-            expected_md5 = None
-            if args.verify_md5:
-                expected_md5 = s3.expected_md5 if s3_source is not None else local.expected_md5
-                expected_md5 = hub.expected_md5 if hub_source is not None else expected_md5
-                expected_md5 = modelscope.expected_md5 if ms_source is not None else expected_md5
+            source_module = (
+                modelscope if ms_source is not None
+                else hub if hub_source is not None
+                else s3 if s3_source is not None
+                else local
+            )  # fmt: skip
+            expected_md5 = source_module.expected_md5 if args.verify_md5 else None
             finisher = Finisher(
                 dest,
                 manifest,
@@ -186,7 +188,8 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
                     manifest.save()
                 if s3_source is not None and not completed and plan is not None:
                     dest.sweep_s5cmd_leftovers({f.path for f in plan.files})  # s5cmd was stopped
-                if s3_source is None or completed or plan is not None or early is None:
+                # (Only an S3 copy starts early, and a completed copy had its plan.)
+                if plan is not None or early is None:
                     dest.clear_partial()
                 # else s5cmd copied before the listing failed: the next run sweeps (see begin()).
 

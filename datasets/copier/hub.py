@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import errno
 import os
-import queue
 import re
 import threading
 from dataclasses import dataclass
 from typing import Any
 
+from datasets.copier.downloads import download_all
 from datasets.copier.errors import CopierError
 from datasets.copier.finish import Finisher, no_space_error
 from datasets.copier.plan import Destination, SourceFile, safe_relative_path
@@ -261,57 +261,32 @@ def copy(
     from huggingface_hub import hf_hub_download
 
     _quiet()
-    todo: queue.SimpleQueue[SourceFile] = queue.SimpleQueue()
-    # Big files first: the tail of the run is then many small files spread over all workers.
-    for file in sorted(to_copy, key=lambda f: f.size, reverse=True):
-        todo.put(file)
-    results: queue.SimpleQueue[tuple[SourceFile, BaseException | None]] = queue.SimpleQueue()
-    stop = threading.Event()
     partial_root = str(dest.partial_root)
     # Where the client would look for an earlier download: inside the temporary folder, which
     # starts empty, so nothing outside the destination is read or written.
     client_cache = os.path.join(partial_root, CLIENT_FOLDER, "hub")
 
-    def work() -> None:
-        while not stop.is_set():
-            try:
-                file = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                hf_hub_download(
-                    source.repo_id,
-                    file.location,
-                    revision=commit,
-                    endpoint=source.endpoint_url or DEFAULT_ENDPOINT,
-                    token=source.token or False,
-                    local_dir=partial_root,
-                    cache_dir=client_cache,
-                )
-                results.put((file, None))
-            except BaseException as exc:  # reported to the main thread, which decides
-                results.put((file, exc))
+    def download(file: SourceFile, _stop: threading.Event) -> None:
+        hf_hub_download(
+            source.repo_id,
+            file.location,
+            revision=commit,
+            endpoint=source.endpoint_url or DEFAULT_ENDPOINT,
+            token=source.token or False,
+            local_dir=partial_root,
+            cache_dir=client_cache,
+        )
 
-    # Daemon threads: a SIGTERM (or a fatal error) ends the copier without waiting for them.
-    threads = [
-        threading.Thread(target=work, name=f"hub-{i}", daemon=True) for i in range(min(workers, len(to_copy)))
-    ]
-    progress.start()
-    for thread in threads:
-        thread.start()
-    try:
-        for _ in range(len(to_copy)):
-            file, error = results.get()
-            if error is None:
-                finisher.staged(file)
-                continue
-            fatal = _download_error(source, commit, file, error, dest, finisher)
-            if fatal is not None:
-                raise fatal
-    finally:
-        stop.set()
-    finisher.close()
-    finisher.raise_failures("huggingface_hub")
+    download_all(
+        to_copy,
+        download=download,
+        on_error=lambda file, exc: _download_error(source, commit, file, exc, dest, finisher),
+        finisher=finisher,
+        progress=progress,
+        workers=workers,
+        name="hub",
+        client="huggingface_hub",
+    )
 
 
 def _download_error(

@@ -41,13 +41,13 @@ import contextlib
 import errno
 import hashlib
 import os
-import queue
 import re
 import threading
 import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from datasets.copier.downloads import download_all
 from datasets.copier.errors import CopierError
 from datasets.copier.finish import Finisher, no_space_error
 from datasets.copier.plan import Destination, SourceFile, safe_relative_path
@@ -404,43 +404,16 @@ def copy(
         api.login()  # once, before the workers share the session cookie
     except ModelScopeError as exc:
         raise copier_error(source, exc) from exc
-    todo: queue.SimpleQueue[SourceFile] = queue.SimpleQueue()
-    for file in sorted(to_copy, key=lambda f: f.size, reverse=True):  # big files first
-        todo.put(file)
-    results: queue.SimpleQueue[tuple[SourceFile, BaseException | None]] = queue.SimpleQueue()
-    stop = threading.Event()
-
-    def work() -> None:
-        while not stop.is_set():
-            try:
-                file = todo.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                _download(api, file, dest.partial(file.path), stop)
-                results.put((file, None))
-            except BaseException as exc:  # reported to the main thread, which decides
-                results.put((file, exc))
-
-    # Daemon threads: a SIGTERM (or a fatal error) ends the copier without waiting for them.
-    count = min(workers, len(to_copy))
-    threads = [threading.Thread(target=work, name=f"modelscope-{i}", daemon=True) for i in range(count)]
-    progress.start()
-    for thread in threads:
-        thread.start()
-    try:
-        for _ in range(len(to_copy)):
-            file, error = results.get()
-            if error is None:
-                finisher.staged(file)
-                continue
-            fatal = _download_error(source, file, error, dest, finisher)
-            if fatal is not None:
-                raise fatal
-    finally:
-        stop.set()
-    finisher.close()
-    finisher.raise_failures("the ModelScope API")
+    download_all(
+        to_copy,
+        download=lambda file, stop: _download(api, file, dest.partial(file.path), stop),
+        on_error=lambda file, exc: _download_error(source, file, exc, dest, finisher),
+        finisher=finisher,
+        progress=progress,
+        workers=workers,
+        name="modelscope",
+        client="the ModelScope API",
+    )
 
 
 def _download(api: ModelScopeApi, file: SourceFile, partial: Any, stop: threading.Event) -> None:
