@@ -24,7 +24,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from datasets.copier.downloads import download_all
 from datasets.copier.errors import CopierError
@@ -47,28 +47,55 @@ def valid_repo_id(repo_id: str) -> bool:
 
 
 @dataclass(frozen=True)
-class HubSource:
+class RepoSource:
+    """A model repository on a hub, `<scheme>owner/name[@revision]`, served by `endpoint`.
+    Subclasses give the scheme, the default endpoint and revision, and what a repo id may be."""
+
+    scheme: ClassVar[str]
+    default_endpoint: ClassVar[str]
     repo_id: str
-    revision: str = DEFAULT_REVISION
+    revision: str
     endpoint_url: str | None = None
     token: str | None = None
 
+    @staticmethod
+    def valid_repo_id(repo_id: str) -> bool:
+        raise NotImplementedError
+
     @classmethod
-    def parse(cls, url: str, *, endpoint_url: str | None = None, token: str | None = None) -> HubSource:
-        repo_id, _, revision = url.removeprefix("hf://").partition("@")
+    def parse(cls, url: str, *, endpoint_url: str | None = None, token: str | None = None) -> Self:
+        repo_id, _, revision = url.removeprefix(cls.scheme).partition("@")
         repo_id = repo_id.strip("/")
-        if not valid_repo_id(repo_id):
-            raise CopierError("BadArguments", f"{url!r} names no repository: use hf://owner/name[@revision].")
+        if not cls.valid_repo_id(repo_id):
+            raise CopierError(
+                "BadArguments", f"{url!r} names no repository: use {cls.scheme}owner/name[@revision]."
+            )
         return cls(
             repo_id=repo_id,
-            revision=revision or DEFAULT_REVISION,
             endpoint_url=endpoint_url.rstrip("/") if endpoint_url else None,
             token=token or None,
+            **({"revision": revision} if revision else {}),
         )
 
     @property
+    def endpoint(self) -> str:
+        return self.endpoint_url or self.default_endpoint
+
+    @property
     def url(self) -> str:
-        return f"hf://{self.repo_id}@{self.revision}"
+        return f"{self.scheme}{self.repo_id}@{self.revision}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.url} at {self.endpoint}"
+
+
+@dataclass(frozen=True)
+class HubSource(RepoSource):
+    scheme = "hf://"
+    default_endpoint = DEFAULT_ENDPOINT
+    revision: str = DEFAULT_REVISION
+    valid_repo_id = staticmethod(valid_repo_id)
 
     @property
     def label(self) -> str:
@@ -77,10 +104,6 @@ class HubSource:
         the same bytes. So one label for every hub source, and a change of revision or mirror
         copies only the files that differ."""
         return "hf"
-
-    @property
-    def where(self) -> str:
-        return f"{self.url} at {self.endpoint_url or DEFAULT_ENDPOINT}"
 
 
 # Errors ------------------------------------------------------------------------------------------

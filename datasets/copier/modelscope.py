@@ -50,6 +50,7 @@ from typing import Any
 from datasets.copier.downloads import download_all
 from datasets.copier.errors import CopierError
 from datasets.copier.finish import Finisher, no_space_error
+from datasets.copier.hub import RepoSource
 from datasets.copier.plan import Destination, SourceFile, safe_relative_path
 from datasets.copier.progress import Progress
 
@@ -70,45 +71,16 @@ def valid_repo_id(repo_id: str) -> bool:
 
 
 @dataclass(frozen=True)
-class ModelScopeSource:
-    repo_id: str
+class ModelScopeSource(RepoSource):
+    scheme = SCHEME
+    default_endpoint = DEFAULT_ENDPOINT
     revision: str = DEFAULT_REVISION
-    endpoint_url: str | None = None
-    token: str | None = None
-
-    @classmethod
-    def parse(
-        cls, url: str, *, endpoint_url: str | None = None, token: str | None = None
-    ) -> ModelScopeSource:
-        repo_id, _, revision = url.removeprefix(SCHEME).partition("@")
-        repo_id = repo_id.strip("/")
-        if not valid_repo_id(repo_id):
-            raise CopierError(
-                "BadArguments", f"{url!r} names no repository: use {SCHEME}owner/name[@revision]."
-            )
-        return cls(
-            repo_id=repo_id,
-            revision=revision or DEFAULT_REVISION,
-            endpoint_url=endpoint_url.rstrip("/") if endpoint_url else None,
-            token=token or None,
-        )
-
-    @property
-    def endpoint(self) -> str:
-        return self.endpoint_url or DEFAULT_ENDPOINT
-
-    @property
-    def url(self) -> str:
-        return f"{SCHEME}{self.repo_id}@{self.revision}"
+    valid_repo_id = staticmethod(valid_repo_id)
 
     @property
     def label(self) -> str:
         """Versions are content ids (sha256), true whatever the revision or mirror: one label."""
         return "modelscope"
-
-    @property
-    def where(self) -> str:
-        return f"{self.url} at {self.endpoint}"
 
 
 # The API ------------------------------------------------------------------------------------------
