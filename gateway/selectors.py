@@ -143,9 +143,9 @@ def load_route(*, namespace: str, name: str) -> RouteRecord | None:
         namespace=service.namespace,
         phase=service.phase,
         runtime=service.runtime,
-        requires_key=service.auth_policy != InferenceService.AuthPolicy.NONE,
-        key_header=(service.auth_header or "Authorization").strip().lower(),
-        params=_auth_params(service) if service.auth_policy != InferenceService.AuthPolicy.NONE else (),
+        requires_key=service.requires_key,
+        key_header=service.key_header.lower(),
+        params=_auth_params(service) if service.requires_key else (),
         networks=_networks(service),
         endpoint=endpoint.rstrip("/") if endpoint else None,
     )

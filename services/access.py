@@ -57,7 +57,7 @@ class AccessInfo:
 def auth_params_of(service: InferenceService) -> tuple[AuthParam, ...]:
     """Names of the extra parameters of the service's policy ([] when there are none, or when
     they cannot be decrypted: the panel then shows no names rather than failing)."""
-    if service.auth_policy == InferenceService.AuthPolicy.NONE or not service.auth_params_encrypted:
+    if not service.requires_key or not service.auth_params_encrypted:
         return ()
     return tuple(AuthParam(p["in"], p["name"]) for p in param_names(service.auth_params_encrypted))
 
@@ -66,10 +66,10 @@ def access_info(service: InferenceService) -> AccessInfo:
     host = f"{service.name}.{service.namespace}.svc.{settings.CLUSTER_DOMAIN}"
     internal = f"http://{host}:{service.runtime_info.port('http').port}"
     gateway = f"{settings.GATEWAY_PUBLIC_URL.rstrip('/')}/{service.name}"
-    requires_key = service.auth_policy != InferenceService.AuthPolicy.NONE
+    requires_key = service.requires_key
     call = _Call(
         base=gateway,
-        header=(service.auth_header or BEARER_HEADER).strip() if requires_key else "",
+        header=service.key_header if requires_key else "",
         params=auth_params_of(service),
         model=service.effective_model_name,
     )

@@ -83,7 +83,7 @@ def _apply_auth_params(service: InferenceService, params: list | None) -> None:
     if params is None:
         return
     params = fill_kept_values(params, service.auth_params_encrypted) if isinstance(params, list) else params
-    problems = param_problems(params, auth_header=service.auth_header or "Authorization")
+    problems = param_problems(params, auth_header=service.key_header)
     if problems:
         raise ValidationError({"auth_params": problems})
     service.auth_params_encrypted = encrypt_params(params)
@@ -332,8 +332,8 @@ def _update_policy(
             errors["auth_policy"] = [f"{service.auth_policy!r} is not one of: none, api_key."]
         elif service.auth_policy == InferenceService.AuthPolicy.NONE and not actor.is_staff:
             errors["auth_policy"] = [NO_AUTH_FOR_STAFF_ONLY]
-    if "auth_header" in changed and auth_header_problems(service.auth_header):
-        errors["auth_header"] = auth_header_problems(service.auth_header)
+    if "auth_header" in changed and (problems := auth_header_problems(service.auth_header)):
+        errors["auth_header"] = problems
     if allowed_cidrs is not None:
         problems = cidr_problems(allowed_cidrs)
         if problems:

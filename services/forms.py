@@ -194,14 +194,14 @@ class AuthPolicyForm(PolicyFieldsMixin, forms.Form):
     @classmethod
     def for_service(cls, service: InferenceService, data=None) -> "AuthPolicyForm":
         """The stored policy as initial values: parameter names without their values."""
+        stored = param_names(service.auth_params_encrypted)
         initial = {
             "auth_policy": service.auth_policy,
             "auth_header": service.auth_header,
-            "auth_params": format_auth_param_names(param_names(service.auth_params_encrypted)),
+            "auth_params": format_auth_param_names(stored),
             "allowed_cidrs": "\n".join(service.allowed_cidrs),
         }
         form = cls(data, initial=initial)
-        stored = param_names(service.auth_params_encrypted)
         if stored:
             form.fields["auth_params"].help_text += " Stored now: " + ", ".join(
                 f"{p['in']} {p['name']} (value set)" for p in stored

@@ -255,6 +255,15 @@ class InferenceService(models.Model):
         return self.served_model_name or self.name
 
     @property
+    def requires_key(self) -> bool:
+        return self.auth_policy != self.AuthPolicy.NONE
+
+    @property
+    def key_header(self) -> str:
+        """The header callers put the key in (`Authorization` means `Bearer <key>`)."""
+        return (self.auth_header or "Authorization").strip()
+
+    @property
     def gpus_total(self) -> int:
         return self.gpu_count * self.replicas
 

@@ -77,7 +77,7 @@ class PlaygroundForm(forms.Form):
 
     def clean_key(self) -> str:
         key = self.cleaned_data["key"]
-        if self.service.auth_policy != InferenceService.AuthPolicy.NONE and not key:
+        if self.service.requires_key and not key:
             raise forms.ValidationError("Paste an inference key for this service.")
         if key and not is_header_value(key):
             raise forms.ValidationError(
@@ -124,7 +124,7 @@ def call_gateway(*, service: InferenceService, form: PlaygroundForm) -> Playgrou
     base = f"{settings.GATEWAY_PUBLIC_URL.rstrip('/')}/{service.name}"
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
     if data["key"]:
-        header = (service.auth_header or BEARER_HEADER).strip()
+        header = service.key_header
         bearer = header.lower() == BEARER_HEADER.lower()
         headers[header] = f"Bearer {data['key']}" if bearer else data["key"]
     query = {}
