@@ -11,7 +11,15 @@ from django.db.models import F, Q
 from auth.models import InferenceKey, UsageHour
 from services.models import InferenceService
 
-_FIELDS = ("requests", "errors_4xx", "errors_5xx", "prompt_tokens", "completion_tokens", "latency_ms_total")
+# A UsageHour's totals, in the order UsageRow and metering.Record.add_to keep them.
+USAGE_FIELDS = (
+    "requests",
+    "errors_4xx",
+    "errors_5xx",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_ms_total",
+)
 # last_used_at is written at most this often per key: a busy key is not a write per request.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
@@ -52,7 +60,7 @@ def usage_apply(*, rows: list[UsageRow], absolute: bool, last_used_ms: dict[int,
         if row.service_id not in live_services or (row.key_id and row.key_id not in live_keys):
             continue
         hour, key_id = _when(row.hour_ms), row.key_id or None
-        values = dict(zip(_FIELDS, row.values(), strict=True))
+        values = dict(zip(USAGE_FIELDS, row.values(), strict=True))
         match = UsageHour.objects.filter(hour=hour, key_id=key_id, service_id=row.service_id)
         update = values if absolute else {name: F(name) + value for name, value in values.items()}
         if not match.update(**update):

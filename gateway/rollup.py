@@ -24,23 +24,14 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from gateway import actions, conf
-from gateway.metering import STREAM_FIELDS
+from gateway.metering import Record
 
 logger = logging.getLogger(__name__)
 
 GROUP = "rollup"
 CONSUMER = "rollup"  # one at a time (the lock), so one name; its pending entries are retried
-_HOUR_MS = 3_600_000
 TOTAL_TTL_SECONDS = 2 * 86400
 LOCK_SECONDS = 120
-_TOTAL_FIELDS = (
-    "requests",
-    "errors_4xx",
-    "errors_5xx",
-    "prompt_tokens",
-    "completion_tokens",
-    "latency_ms_total",
-)
 
 
 def rollup_usage(*, client: redis.Redis | None = None, batch: int = 200, max_batches: int = 500) -> int:
@@ -88,22 +79,16 @@ def _accumulate(client: redis.Redis, prefix: str, stream: str, entries: list) ->
     last_used: dict[str, int] = {}
     for _id, fields in entries:
         for values in json.loads(fields.get(b"records", b"[]")):
-            f = dict(zip(STREAM_FIELDS, values, strict=True))
-            hour = f["t"] - f["t"] % _HOUR_MS
-            name = f"{hour}:{f['k']}:{f['s']}"
-            row = totals.setdefault(name, [0] * 6)
-            row[0] += 1
-            row[1] += 400 <= f["st"] < 500
-            row[2] += f["st"] >= 500
-            row[3] += f["pt"]
-            row[4] += f["ct"]
-            row[5] += f["ms"]
-            if f["k"]:
-                last_used[str(f["k"])] = max(f["t"], last_used.get(str(f["k"]), 0))
+            record = Record(*values)
+            name = f"{record.hour_ms}:{record.key_id}:{record.service_id}"
+            record.add_to(totals.setdefault(name, [0] * 6))
+            if record.key_id:
+                key = str(record.key_id)
+                last_used[key] = max(record.at_ms, last_used.get(key, 0))
     ids = [entry_id for entry_id, _ in entries]
     pipe = client.pipeline(transaction=True)
     for name, row in totals.items():
-        for field, value in zip(_TOTAL_FIELDS, row, strict=True):
+        for field, value in zip(actions.USAGE_FIELDS, row, strict=True):
             if value:
                 pipe.hincrby(f"{prefix}usage:total:{name}", field, value)
         pipe.expire(f"{prefix}usage:total:{name}", TOTAL_TTL_SECONDS)
@@ -126,7 +111,7 @@ def _write_totals(client: redis.Redis, prefix: str) -> None:
     rows = []
     for name, raw in zip(dirty, reads.execute() if dirty else [], strict=True):
         hour_ms, key_id, service_id = (int(part) for part in name.split(":"))
-        values = [int(raw.get(field.encode(), 0)) for field in _TOTAL_FIELDS]
+        values = [int(raw.get(field.encode(), 0)) for field in actions.USAGE_FIELDS]
         rows.append(actions.UsageRow(hour_ms, key_id or None, service_id, *values))
     actions.usage_apply(rows=rows, absolute=True, last_used_ms=last_used)
     pipe = client.pipeline(transaction=True)
