@@ -12,7 +12,6 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import aiohttp
 from django.conf import settings
 from django.db import DatabaseError
 
@@ -22,6 +21,7 @@ from gateway.errors import GatewayError, not_found, unavailable
 from gateway.limits import LocalLimiter, RedisLimiter
 from gateway.proxy import forward
 from gateway.routing import split_path
+from gateway.upstream import UpstreamPool
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Gateway:
             ttl=lambda record: conf.negative_ttl() if record is None else conf.key_ttl(),
         )
         self.namespace = settings.SERVICE_NAMESPACE
-        self.session: aiohttp.ClientSession | None = None
+        self.pool: UpstreamPool | None = None
         self.redis = None
         self.limiter = None
         self.meter = None
@@ -75,14 +75,7 @@ class Gateway:
                 return
 
     async def start(self) -> None:
-        self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=10, keepalive_timeout=30),
-            timeout=aiohttp.ClientTimeout(
-                total=None, sock_connect=conf.connect_timeout(), sock_read=conf.read_timeout()
-            ),
-            auto_decompress=False,  # bytes pass through as the model server encoded them
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
+        self.pool = UpstreamPool(connect_timeout=conf.connect_timeout(), read_timeout=conf.read_timeout())
         if conf.redis_url():
             import redis.asyncio
             from redis.asyncio.retry import Retry
@@ -100,7 +93,9 @@ class Gateway:
                 retry=Retry(NoBackoff(), 0),
             )
             self.redis = redis.asyncio.Redis(connection_pool=pool)
-            self.limiter = RedisLimiter(self.redis, conf.redis_prefix())
+            self.limiter = RedisLimiter(
+                self.redis, conf.redis_prefix(), sync_seconds=conf.meter_flush_seconds()
+            )
             self.meter = metering.RedisMeter(
                 self.redis,
                 stream=conf.usage_stream(),
@@ -120,7 +115,11 @@ class Gateway:
                 conf.invalidation_log(), conf.poll_seconds(), self.on_invalidation, self.clear
             )
             self.subscribed.set()
-        self._tasks = [asyncio.ensure_future(follow), asyncio.ensure_future(self.meter.run())]
+        self._tasks = [
+            asyncio.ensure_future(follow),
+            asyncio.ensure_future(self.meter.run()),
+            asyncio.ensure_future(self.limiter.run()),
+        ]
         # Serve only once invalidations can reach us: otherwise a revocation could be missed.
         await asyncio.wait_for(self.subscribed.wait(), timeout=10)
         # Django and the imports leave ~100k long-lived objects: freeze them out of the garbage
@@ -133,9 +132,10 @@ class Gateway:
             task.cancel()
         try:
             await self.meter.flush()
+            await self.limiter.flush()
         except Exception:
-            logger.warning("usage records lost at shutdown", exc_info=True)
-        await self.session.close()
+            logger.warning("usage records or limit counts lost at shutdown", exc_info=True)
+        self.pool.close()
         if self.redis is not None:
             await self.redis.aclose()
         self.executor.shutdown(wait=False)
@@ -181,19 +181,19 @@ class Gateway:
                 key = access.check_key(record, presented, route)
             query = scope.get("query_string", b"")
             access.check_params(route, headers, query)
-            if route.endpoint is None:
+            if route.upstream is None:
                 raise unavailable(
                     f"Service {route.name} is {route.phase}: no replica is ready to take calls."
                 )
             limit_headers = await self.limit(key) if key is not None and key.limited else []
             query = access.stripped_query(route, query)
-            url = route.endpoint + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
             outcome = await forward(
-                session=self.session,
+                pool=self.pool,
                 scope=scope,
                 receive=receive,
                 send=send_upstream_response,
-                url=url,
+                upstream=route.upstream,
+                target=path + b"?" + query if query else path,
                 strip_headers=route.strip_headers,
                 extra_response_headers=limit_headers,
                 count_tokens=path.startswith(_OPENAI_PATHS),

@@ -68,7 +68,8 @@ def poll_seconds() -> float:
 
 
 def meter_flush_seconds() -> float:
-    """How often metering records are sent to Redis (one pipeline for the whole batch)."""
+    """How often metering records are sent to Redis (one pipeline for the whole batch), and how
+    often each gateway adds its limit counts to Redis and reads the totals back."""
     return _setting("GATEWAY_METER_FLUSH_SECONDS", 0.05)
 
 

@@ -1,8 +1,9 @@
 """Per-request usage records, kept off the request path.
 
 With Redis: records are queued in memory and sent every 50 ms in one pipeline: one XADD to the
-usage stream holding the batch (trimmed to ~GATEWAY_USAGE_STREAM_MAXLEN entries) plus the keys'
-token counters for the limits; `gateway.tasks.rollup_usage` turns the stream into UsageHour rows.
+usage stream holding the batch (trimmed to ~GATEWAY_USAGE_STREAM_MAXLEN entries);
+`gateway.tasks.rollup_usage` turns the stream into UsageHour rows. Each record's tokens go to the
+limiter as it is recorded (gateway.limits adds them to the keys' counters).
 
 Embedded default (no Redis, one gateway process): the gateway sums the records in memory by
 hour, key and service and every 5 s adds them to UsageHour itself (gateway.actions) in a worker
@@ -105,6 +106,10 @@ class RedisMeter(_FlushedPeriodically):
 
     def record(self, record: Record) -> None:
         self._pending.append(record)
+        if record.key_id and self._limiter is not None:
+            tokens = record.prompt_tokens + record.completion_tokens
+            if tokens:
+                self._limiter.add_tokens(record.key_id, tokens, record.at_ms)
 
     async def flush(self) -> None:
         if not self._pending:
@@ -119,10 +124,6 @@ class RedisMeter(_FlushedPeriodically):
                 maxlen=self._maxlen,
                 approximate=True,
             )
-        for record in batch:
-            tokens = record.prompt_tokens + record.completion_tokens
-            if record.key_id and tokens:
-                self._limiter.add_tokens(pipe, record.key_id, tokens, record.at_ms)
         try:
             await pipe.execute()
         except Exception:

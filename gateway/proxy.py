@@ -1,10 +1,10 @@
 """Forwarding one request to the upstream and streaming the answer back.
 
 The request body streams from the client to the upstream as it arrives (uvicorn's flow control
-and aiohttp's drain keep a 100 MB upload to a few buffers); the response streams back chunk by
-chunk as the upstream writes it (SSE included), while gateway.usage reads token counts from
-the passing bytes. Hop-by-hop headers, the key and the policy's extra parameters never reach
-the upstream.
+and gateway.upstream's waits on a full socket keep a 100 MB upload to a few buffers); the
+response streams back chunk by chunk as the upstream writes it (SSE included), while
+gateway.usage reads token counts from the passing bytes. Hop-by-hop headers, the key and the
+policy's extra parameters never reach the upstream.
 """
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-import aiohttp
-from yarl import URL
-
 from gateway.errors import bad_gateway, gateway_timeout
+from gateway.upstream import ConnectFailed, Disconnected, UpstreamPool, UpstreamTimeout
 from gateway.usage import UsageScanner
 
 logger = logging.getLogger(__name__)
@@ -34,6 +32,7 @@ HOP_BY_HOP = frozenset(
         b"host",
         b"expect",
         b"proxy-connection",
+        b"content-length",  # the framing is the upstream client's to set
     }
 )
 _RESPONSE_DROP = frozenset(
@@ -70,7 +69,7 @@ class Outcome:
     estimated: bool = False
 
 
-def upstream_headers(scope: dict, strip: frozenset[bytes]) -> list[tuple[str, str]]:
+def upstream_headers(scope: dict, strip: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
     headers = []
     forwarded_for = None
     this_hop = connection_listed(scope["headers"])
@@ -78,40 +77,48 @@ def upstream_headers(scope: dict, strip: frozenset[bytes]) -> list[tuple[str, st
         if name in HOP_BY_HOP or name in strip or name in this_hop:
             continue
         if name == b"x-forwarded-for":
-            forwarded_for = value.decode("latin-1")
+            forwarded_for = value
             continue
-        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        headers.append((name, value))
     client = scope.get("client")
     if client:
-        headers.append(("x-forwarded-for", f"{forwarded_for}, {client[0]}" if forwarded_for else client[0]))
-    headers.append(("x-forwarded-proto", scope.get("scheme", "http")))
+        address = client[0].encode("latin-1")
+        headers.append((b"x-forwarded-for", forwarded_for + b", " + address if forwarded_for else address))
+    headers.append((b"x-forwarded-proto", scope.get("scheme", "http").encode("latin-1")))
     return headers
 
 
-def _has_body(scope: dict) -> bool:
+def _body_framing(scope: dict) -> tuple[bool, int | None]:
+    """(whether the request has a body, its Content-Length if the caller gave one)."""
     for name, value in scope["headers"]:
         if name == b"content-length":
-            return value.strip() not in (b"0", b"")
+            try:
+                length = int(value)
+            except ValueError:
+                return True, None
+            return length > 0, length
         if name == b"transfer-encoding":
-            return True
-    return False
+            return True, None
+    return False, None
 
 
 async def forward(
     *,
-    session: aiohttp.ClientSession,
+    pool: UpstreamPool,
     scope: dict,
     receive,
     send,
-    url: str,
+    upstream: tuple[str, int, bytes],
+    target: bytes,
     strip_headers: frozenset[bytes],
     extra_response_headers: list[tuple[bytes, bytes]],
     count_tokens: bool,
     on_connect_error,
 ) -> Outcome:
+    """`upstream` is (host, port, base path); `target` the path and query after it."""
     data = None
-    gone: list[bool] = []  # set when the caller hangs up mid-upload (aiohttp wraps that error)
-    if _has_body(scope):
+    has_body, length = _body_framing(scope)
+    if has_body:
         # The first piece decides: a body that arrived whole (most API calls) goes as bytes in
         # one write; anything longer streams piece by piece as the client sends it.
         first = await receive()
@@ -119,41 +126,38 @@ async def forward(
             return Outcome(499)
         data = first.get("body", b"")
         if first.get("more_body", False):
-            data = _rest_of_body(data, receive, gone)
+            data = _rest_of_body(data, receive)
 
+    host, port, base = upstream
     try:
-        response = await session.request(
-            scope["method"],
-            URL(url, encoded=True),
+        response = await pool.request(
+            method=scope["method"],
+            host=host,
+            port=port,
+            target=base + target,
             headers=upstream_headers(scope, strip_headers),
-            data=data,
-            allow_redirects=False,
-            compress=None,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            body=data,
+            content_length=length,
         )
     except ClientGone:
         return Outcome(499)
-    except aiohttp.ClientConnectorError as exc:
+    except ConnectFailed as exc:
         on_connect_error()
-        raise bad_gateway(f"Could not connect to the model server: {exc.os_error or exc}.") from None
-    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise bad_gateway(f"Could not connect to the model server: {exc}.") from None
+    except UpstreamTimeout:
         raise gateway_timeout("The model server did not answer in time.") from None
-    except aiohttp.ClientError as exc:
-        if gone:
-            return Outcome(499)
-        raise bad_gateway(
-            f"The model server closed the connection without an answer ({type(exc).__name__})."
-        ) from None
+    except Disconnected as exc:
+        raise bad_gateway(f"The model server closed the connection without an answer ({exc}).") from None
 
     async with response:
-        this_hop = connection_listed(response.raw_headers)
+        this_hop = connection_listed(response.headers)
         headers = [
             (lowered, value)
-            for name, value in response.raw_headers
+            for name, value in response.headers
             if (lowered := name.lower()) not in _RESPONSE_DROP and lowered not in this_hop
         ]
         headers.extend(extra_response_headers)
-        content_type = response.headers.get("content-type", "").encode("latin-1")
+        content_type = response.header(b"content-type")
         scanner = UsageScanner(content_type) if count_tokens else None
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         watcher = None
@@ -161,7 +165,7 @@ async def forward(
             # A stream may run for minutes: stop reading it as soon as the caller hangs up.
             watcher = asyncio.ensure_future(_wait_disconnect(receive))
         try:
-            async for chunk in response.content.iter_any():
+            async for chunk in response.chunks():
                 if watcher is not None and watcher.done():
                     raise ClientGone()
                 if scanner is not None:
@@ -170,9 +174,9 @@ async def forward(
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except ClientGone:
             return _outcome(499, scanner)
-        except (TimeoutError, aiohttp.ClientError) as exc:
+        except (UpstreamTimeout, Disconnected) as exc:
             # Too late for an error status: cut the connection so the caller sees a truncated body.
-            logger.warning("upstream %s failed mid-response: %s", url, type(exc).__name__)
+            logger.warning("upstream %s:%s failed mid-response: %s", host, port, exc)
             raise
         finally:
             if watcher is not None:
@@ -180,14 +184,13 @@ async def forward(
         return _outcome(response.status, scanner)
 
 
-async def _rest_of_body(first: bytes, receive, gone: list[bool]):
+async def _rest_of_body(first: bytes, receive):
     if first:
         yield first
     more = True
     while more:
         message = await receive()
         if message["type"] == "http.disconnect":
-            gone.append(True)
             raise ClientGone()
         more = message.get("more_body", False)
         chunk = message.get("body", b"")

@@ -11,6 +11,7 @@ from django.db import close_old_connections
 
 from auth.models import InferenceKey
 from console.crypto import CredentialsUnreadable
+from gateway.upstream import parse_endpoint
 from services import phases
 from services.auth_policy import stored_params
 from services.models import InferenceService
@@ -60,6 +61,7 @@ class RouteRecord:
     # Derived once per cached route, not per call: what is never forwarded.
     strip_headers: frozenset[bytes] = field(init=False)  # the key's header and the extra headers
     query_names: frozenset[str] = field(init=False)  # the extra query parameters
+    upstream: tuple[str, int, bytes] | None = field(init=False)  # the endpoint's host, port, base path
 
     def __post_init__(self) -> None:
         headers = {param.name.encode() for param in self.params if param.where == "header"}
@@ -68,6 +70,7 @@ class RouteRecord:
         object.__setattr__(self, "strip_headers", frozenset(headers))
         queries = frozenset(param.name for param in self.params if param.where == "query")
         object.__setattr__(self, "query_names", queries)
+        object.__setattr__(self, "upstream", parse_endpoint(self.endpoint) if self.endpoint else None)
 
 
 def load_key(prefix: str) -> KeyRecord | None:
