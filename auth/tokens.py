@@ -5,6 +5,7 @@ inference keys (`iek_`, the gateway in front of the models). Each kind has its o
 a digest of one kind never matches a token of the other.
 """
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -16,17 +17,21 @@ INFERENCE_KEY_PREFIX = "iek_"
 _PREFIX_LENGTH = 12  # hex characters that find the row
 
 
-def _hmac_key(kind: bytes) -> bytes:
+@functools.lru_cache(maxsize=8)
+def _derived_key(kind: bytes, secret: str) -> bytes:
     # A key of its own, derived from SECRET_KEY, so digests are useless without it.
-    return hashlib.sha256(b"inference-console " + kind + b"\0" + settings.SECRET_KEY.encode()).digest()
+    return hashlib.sha256(b"inference-console " + kind + b"\0" + secret.encode()).digest()
 
 
 def token_digest(token: str) -> str:
-    return hmac.new(_hmac_key(b"api-token"), token.encode(), hashlib.sha256).hexdigest()
+    key = _derived_key(b"api-token", settings.SECRET_KEY)
+    return hmac.new(key, token.encode(), hashlib.sha256).hexdigest()
 
 
 def inference_key_digest(key: str) -> str:
-    return hmac.new(_hmac_key(b"inference-key"), key.encode(), hashlib.sha256).hexdigest()
+    # Once per call through the gateway: the derivation is cached (per SECRET_KEY).
+    derived = _derived_key(b"inference-key", settings.SECRET_KEY)
+    return hmac.new(derived, key.encode(), hashlib.sha256).hexdigest()
 
 
 def _new(kind_prefix: str) -> tuple[str, str]:

@@ -24,6 +24,7 @@ else: no redirects, cookies, decompression, proxies, TLS or retries beyond one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -390,6 +391,7 @@ class UpstreamPool:
         self._idle.clear()
 
 
+@functools.lru_cache(maxsize=1024)
 def _host_header(host: str, port: int) -> bytes:
     host = f"[{host}]" if ":" in host else host
     return (host if port == 80 else f"{host}:{port}").encode("idna")
