@@ -397,6 +397,7 @@ def run(args: argparse.Namespace, server_url: str, redis_url: str, var_dir: str)
             "GATEWAY_REDIS_PREFIX": REDIS_PREFIX,
             "SIMULATED_STATE_DIR": str(workdir / "simulated"),
             "LOG_LEVEL": "WARNING",
+            "GATEWAY_GRPC_PORT": "0",
         }
         gateway = start_gateway(gateway_port, env, workdir / "gateway.log")
         processes.append(gateway)

@@ -238,8 +238,12 @@ PREWARM_START_DEADLINE_SECONDS = env_float("PREWARM_START_DEADLINE_SECONDS", 900
 # The gateway (`python manage.py run_gateway`) is the only way into the models.
 GATEWAY_HOST = env_str("GATEWAY_HOST", "127.0.0.1")
 GATEWAY_PORT = env_int("GATEWAY_PORT", 8001)
+# gRPC (Triton's 8001) through the gateway: its own port on GATEWAY_HOST; 0 turns it off.
+GATEWAY_GRPC_PORT = env_int("GATEWAY_GRPC_PORT", 8002)
 # The address users call, shown in the access panel's snippets (behind TLS in production).
 GATEWAY_PUBLIC_URL = env_str("GATEWAY_PUBLIC_URL", f"http://{GATEWAY_HOST}:{GATEWAY_PORT}")
+# The host:port gRPC clients dial (the snippets), when GATEWAY_GRPC_PORT is on.
+GATEWAY_PUBLIC_GRPC = env_str("GATEWAY_PUBLIC_GRPC", f"{GATEWAY_HOST}:{GATEWAY_GRPC_PORT}")
 # Namespace and pod labels of the gateway, for the NetworkPolicy in front of every model pod.
 GATEWAY_NAMESPACE = env_str("GATEWAY_NAMESPACE", "inference-gateway")
 # Keys unused this many days are disabled by a periodic task; 0 turns that off.

@@ -48,6 +48,8 @@ class Gateway:
         self.redis = None
         self.limiter = None
         self.meter = None
+        self.grpc_server = None
+        self.grpc_relay = None
         self._tasks: list[asyncio.Task] = []
         self.subscribed = asyncio.Event()
 
@@ -122,12 +124,19 @@ class Gateway:
         ]
         # Serve only once invalidations can reach us: otherwise a revocation could be missed.
         await asyncio.wait_for(self.subscribed.wait(), timeout=10)
+        if conf.grpc_bind():
+            from gateway.grpc_relay import start_server
+
+            self.grpc_server, self.grpc_relay = await start_server(self, conf.grpc_bind())
         # Django and the imports leave ~100k long-lived objects: freeze them out of the garbage
         # collector's sight, or every full collection walks them (7 % of a profile under load).
         gc.collect()
         gc.freeze()
 
     async def stop(self) -> None:
+        if self.grpc_server is not None:
+            await self.grpc_server.stop(grace=5)
+            await self.grpc_relay.close()
         for task in self._tasks:
             task.cancel()
         try:
@@ -170,14 +179,14 @@ class Gateway:
 
         try:
             ref, path = split_path(raw_path, self.namespace)
-            route = await self._cached(self.routes, ref)
+            route = await self.cached(self.routes, ref)
             if route is None:
                 raise not_found(f"No service named {ref[1]} in namespace {ref[0]}.")
             headers = dict(scope["headers"]) if route.requires_key or route.params else None
             access.check_network(route, scope.get("client"))
             if route.requires_key:
                 presented = access.presented_key(route, headers)
-                record = await self._cached(self.keys, access.key_prefix(presented))
+                record = await self.cached(self.keys, access.key_prefix(presented))
                 key = access.check_key(record, presented, route)
             query = scope.get("query_string", b"")
             access.check_params(route, headers, query)
@@ -207,7 +216,7 @@ class Gateway:
             # Only calls that got past the key checks count as usage: refusals of unknown
             # callers belong to nobody.
             if route is not None and (key is not None or not route.requires_key) and error.status >= 429:
-                self._meter(route, key, error.status, started)
+                self.meter_call(route, key, error.status, started)
             return
         except Exception:
             if not response_started:
@@ -217,9 +226,9 @@ class Gateway:
                 await send({"type": "http.response.body", "body": error.body()})
                 return
             raise  # mid-response: uvicorn cuts the connection, the caller sees a truncated body
-        self._meter(route, key, outcome.status, started, outcome)
+        self.meter_call(route, key, outcome.status, started, outcome)
 
-    async def _cached(self, cache: LoadingCache, name):
+    async def cached(self, cache: LoadingCache, name):
         try:
             return await cache.get(name)
         except DatabaseError:
@@ -238,7 +247,7 @@ class Gateway:
             logger.warning("rate limits unavailable, letting the call through", exc_info=True)
             return []
 
-    def _meter(self, route, key, status: int, started: float, outcome=None) -> None:
+    def meter_call(self, route, key, status: int, started: float, outcome=None) -> None:
         self.meter.record(
             metering.Record(
                 at_ms=int(time.time() * 1000),

@@ -101,3 +101,13 @@ def forwarded_allow_ips() -> str:
     network check. Empty (the default): the TCP peer is the caller, so nobody can claim another
     address with a header."""
     return _setting("GATEWAY_FORWARDED_ALLOW_IPS", "")
+
+
+def grpc_bind() -> str:
+    """host:port of the gateway's gRPC listener ("" when GATEWAY_GRPC_PORT is 0). run_gateway
+    sets GATEWAY_GRPC_BIND from its --host and --grpc-port for its worker processes."""
+    bind = env_str("GATEWAY_GRPC_BIND", "")
+    if bind:
+        return bind
+    port = _setting("GATEWAY_GRPC_PORT", 8002)
+    return f"{settings.GATEWAY_HOST}:{port}" if port else ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from django.db import close_old_connections
 
@@ -58,10 +59,12 @@ class RouteRecord:
     params: tuple[AuthParam, ...]
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
     endpoint: str | None  # base URL, None when nothing is ready to take traffic
+    grpc_endpoint: str | None = None  # the same for the runtime's gRPC port, if it has one
     # Derived once per cached route, not per call: what is never forwarded.
     strip_headers: frozenset[bytes] = field(init=False)  # the key's header and the extra headers
     query_names: frozenset[str] = field(init=False)  # the extra query parameters
     upstream: tuple[str, int, bytes] | None = field(init=False)  # the endpoint's host, port, base path
+    grpc_target: str | None = field(init=False)  # host:port of grpc_endpoint
 
     def __post_init__(self) -> None:
         headers = {param.name.encode() for param in self.params if param.where == "header"}
@@ -71,6 +74,9 @@ class RouteRecord:
         queries = frozenset(param.name for param in self.params if param.where == "query")
         object.__setattr__(self, "query_names", queries)
         object.__setattr__(self, "upstream", parse_endpoint(self.endpoint) if self.endpoint else None)
+        object.__setattr__(
+            self, "grpc_target", urlsplit(self.grpc_endpoint).netloc if self.grpc_endpoint else None
+        )
 
 
 def load_key(prefix: str) -> KeyRecord | None:
@@ -135,11 +141,17 @@ def load_route(*, namespace: str, name: str) -> RouteRecord | None:
     )
     if service is None:
         return None
-    endpoint = None
+    endpoint = grpc_endpoint = None
     if service.phase in phases.SERVING:
         from deploy.clusters import get_cluster
+        from deploy.runtimes import get_runtime
 
-        endpoint = get_cluster().service_endpoint(namespace=service.namespace, name=service.name)
+        cluster = get_cluster()
+        endpoint = cluster.service_endpoint(namespace=service.namespace, name=service.name)
+        if endpoint and any(port.name == "grpc" for port in get_runtime(service.runtime).ports):
+            grpc_endpoint = cluster.service_endpoint(
+                namespace=service.namespace, name=service.name, port="grpc"
+            )
     return RouteRecord(
         service_id=service.id,
         name=service.name,
@@ -151,6 +163,7 @@ def load_route(*, namespace: str, name: str) -> RouteRecord | None:
         params=_auth_params(service) if service.requires_key else (),
         networks=_networks(service),
         endpoint=endpoint.rstrip("/") if endpoint else None,
+        grpc_endpoint=grpc_endpoint,
     )
 
 

@@ -50,7 +50,8 @@ class AccessInfo:
     key_header: str  # "Authorization: Bearer $INFERENCE_KEY", "X-Api-Key: $INFERENCE_KEY" or ""
     params: tuple[AuthParam, ...]
     internal_url: str  # the Service inside the cluster, reachable from the gateway only
-    grpc_address: str  # Triton's gRPC port inside the cluster (the gateway proxies HTTP)
+    grpc_address: str  # Triton's gRPC port inside the cluster, reachable from the gateway only
+    grpc_gateway: str  # host:port of the gateway's gRPC listener for Triton ("" otherwise)
     snippets: tuple[Snippet, ...]
 
 
@@ -74,6 +75,7 @@ def access_info(service: InferenceService) -> AccessInfo:
         model=service.effective_model_name,
     )
     triton = service.runtime == InferenceService.Runtime.TRITON
+    grpc_gateway = settings.GATEWAY_PUBLIC_GRPC if triton and settings.GATEWAY_GRPC_PORT else ""
     return AccessInfo(
         gateway_url=gateway,
         health_url=f"{gateway}/v2/health/ready" if triton else f"{gateway}/health",
@@ -82,7 +84,8 @@ def access_info(service: InferenceService) -> AccessInfo:
         params=call.params,
         internal_url=internal,
         grpc_address=f"{host}:{service.runtime_info.port('grpc').port}" if triton else "",
-        snippets=_triton_snippets(call) if triton else _openai_snippets(call),
+        grpc_gateway=grpc_gateway,
+        snippets=_triton_snippets(call, service.name, grpc_gateway) if triton else _openai_snippets(call),
     )
 
 
@@ -146,6 +149,20 @@ class _Call:
         entries += [f'"{p.name}": os.environ["{p.variable}"]' for p in self.header_params]
         if not entries:
             return "{}"
+        return "{\n" + "".join(f"    {entry},\n" for entry in entries) + "}"
+
+    def grpc_metadata(self, service: str) -> str:
+        """The headers as gRPC metadata (lower-case names, as gRPC requires): the service's name
+        for the gateway's router, the key, and the extra parameters, query ones included."""
+        entries = [f'"x-inference-service": "{service}"']
+        if self.header:
+            key = (
+                f"f\"Bearer {{os.environ['{KEY_VARIABLE}']}}\""
+                if self.bearer
+                else f'os.environ["{KEY_VARIABLE}"]'
+            )
+            entries.append(f'"{self.header.lower()}": {key}')
+        entries += [f'"{p.name.lower()}": os.environ["{p.variable}"]' for p in self.params]
         return "{\n" + "".join(f"    {entry},\n" for entry in entries) + "}"
 
     def python_query(self) -> str:
@@ -217,7 +234,7 @@ def _openai_snippets(call: _Call) -> tuple[Snippet, ...]:
     )
 
 
-def _triton_snippets(call: _Call) -> tuple[Snippet, ...]:
+def _triton_snippets(call: _Call, service: str, grpc_gateway: str) -> tuple[Snippet, ...]:
     infer = {"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
     query = f"\n    params={call.python_query()}," if call.query_params else ""
     requests_code = (
@@ -246,9 +263,21 @@ def _triton_snippets(call: _Call) -> tuple[Snippet, ...]:
         f'result = client.infer("{call.model}", inputs, headers=headers{query_arg})\n'
         'print(result.as_numpy("OUTPUT0"))'
     )
-    return (
+    snippets = [
         Snippet("curl: infer (KServe v2)", "bash", call.curl(f"/v2/models/{call.model}/infer", infer)),
         Snippet("Python (requests)", "python", requests_code),
         Snippet("Python (Triton HTTP client)", "python", triton_code),
-        Snippet("curl: model metadata", "bash", call.curl(f"/v2/models/{call.model}")),
-    )
+    ]
+    if grpc_gateway:
+        grpc_code = (
+            "import os\n\nimport numpy as np\nimport tritonclient.grpc as grpcclient\n\n"
+            f'client = grpcclient.InferenceServerClient(url="{grpc_gateway}")\n'
+            f"metadata = {call.grpc_metadata(service)}\n"
+            'inputs = [grpcclient.InferInput("INPUT0", [1, 4], "FP32")]\n'
+            "inputs[0].set_data_from_numpy(np.array([[1, 2, 3, 4]], dtype=np.float32))\n"
+            f'result = client.infer("{call.model}", inputs, headers=metadata)\n'
+            'print(result.as_numpy("OUTPUT0"))'
+        )
+        snippets.append(Snippet("Python (Triton gRPC client)", "python", grpc_code))
+    snippets.append(Snippet("curl: model metadata", "bash", call.curl(f"/v2/models/{call.model}")))
+    return tuple(snippets)

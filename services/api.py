@@ -98,6 +98,7 @@ class AccessSerializer(serializers.Serializer):
     params = AccessParamSerializer(many=True, help_text="extra headers or query parameters it requires")
     internal_url = serializers.CharField()
     grpc_address = serializers.CharField()
+    grpc_gateway = serializers.CharField()
 
 
 class ServiceSerializer(ModelValidatedSerializer):
@@ -164,6 +165,7 @@ class ServiceSerializer(ModelValidatedSerializer):
             "params": [{"in": p.location, "name": p.name} for p in access.params],
             "internal_url": access.internal_url,
             "grpc_address": access.grpc_address,
+            "grpc_gateway": access.grpc_gateway,
         }
 
 

@@ -74,11 +74,12 @@ class Cluster(Protocol):
         """A Job (found False when absent), its Complete/Failed conditions and its newest pod."""
         ...
 
-    def service_endpoint(self, *, namespace: str, name: str) -> str | None:
-        """Base URL of the service's HTTP port as the gateway reaches it, or None when the
-        service has no ready backend. Kubernetes: the cluster DNS name
-        (`http://<name>.<namespace>.svc.cluster.local:8000`); simulated: the local stand-in
-        server on 127.0.0.1 that backs a Running service."""
+    def service_endpoint(self, *, namespace: str, name: str, port: str = "http") -> str | None:
+        """Base URL of the service's port named `port` (`http`, or `grpc`: HTTP/2 cleartext) as
+        the gateway reaches it, or None when the service has no ready backend or no such port.
+        Kubernetes: the cluster DNS name (`http://<name>.<namespace>.svc.cluster.local:8000`);
+        simulated: the local stand-in server on 127.0.0.1 that backs a Running service (HTTP
+        only), or the upstream a test bound the service to."""
         ...
 
     def delete_labelled(self, namespace: str, labels: dict[str, str], kinds: tuple[str, ...]) -> None:

@@ -83,6 +83,7 @@ def gateway_env(transactional_db, redis_prefix, tmp_path):
         "CREDENTIALS_KEY": django_settings.CREDENTIALS_KEY or "",
         "SERVICE_NAMESPACE": django_settings.SERVICE_NAMESPACE,
         "PYTHONUNBUFFERED": "1",
+        "GATEWAY_GRPC_PORT": "0",  # gRPC only where a test asks for it (test_grpc.py)
     }
     return env
 
@@ -131,9 +132,9 @@ def upstream():
 
 @pytest.fixture
 def make_service(user, queue, dataset):
-    """A Running service bound (on the simulated cluster) to `url`."""
+    """A Running service bound (on the simulated cluster) to `url`, its gRPC port to `grpc`."""
 
-    def make(name: str, url: str | None, **fields) -> InferenceService:
+    def make(name: str, url: str | None, grpc: str | None = None, **fields) -> InferenceService:
         fields.setdefault("phase", phases.RUNNING)
         service = InferenceService.objects.create(
             name=name,
@@ -145,7 +146,7 @@ def make_service(user, queue, dataset):
             **fields,
         )
         if url is not None:
-            get_cluster().bind_endpoint(namespace=service.namespace, name=service.name, url=url)
+            get_cluster().bind_endpoint(namespace=service.namespace, name=service.name, url=url, grpc=grpc)
         return service
 
     return make

@@ -11,6 +11,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import grpc
 import pytest
 from django.conf import settings
 from django.db import connection
@@ -90,9 +91,11 @@ def _api(method: str, url: str, token: str, body: dict | None = None) -> tuple[i
 def test_run_command_serves_the_embedded_default_end_to_end(tmp_path):
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in REAL_PARTS}
-    # The Procfile's gateway binds GATEWAY_PORT (default 8001): a free one, so no other run collides.
-    gateway_port = str(_free_port())
-    env.update({"PORT": str(port), "CONSOLE_VAR_DIR": str(tmp_path / "var"), "GATEWAY_PORT": gateway_port})
+    # The Procfile's gateway binds GATEWAY_PORT and GATEWAY_GRPC_PORT (default 8001, 8002): free
+    # ones, so no other run collides.
+    gateway_port, grpc_port = str(_free_port()), str(_free_port())
+    env.update({"PORT": str(port), "CONSOLE_VAR_DIR": str(tmp_path / "var")})
+    env.update({"GATEWAY_PORT": gateway_port, "GATEWAY_GRPC_PORT": grpc_port})
     log = (tmp_path / "run.log").open("w")
     run = subprocess.Popen(
         ["./run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -156,6 +159,16 @@ def test_run_command_serves_the_embedded_default_end_to_end(tmp_path):
         chat = {"model": "chat", "messages": [{"role": "user", "content": "hello"}]}
         status, answer = _api("POST", f"{gateway_url}/v1/chat/completions", new_key["key"], chat)
         assert status == 200 and "[simulated chat]" in answer["choices"][0]["message"]["content"], answer
+        # Its gRPC listener answers too: the key is checked, then vLLM has no gRPC to relay to.
+        metadata = (("x-inference-service", "chat"), ("authorization", f"Bearer {new_key['key']}"))
+        with (
+            grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+            pytest.raises(grpc.RpcError) as refused,
+        ):
+            channel.unary_unary("/inference.GRPCInferenceService/ServerLive")(
+                b"", metadata=metadata, timeout=30
+            )
+        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED, refused.value.details()
         assert _api("DELETE", url, token)[0] == 202
         wait_for(lambda: phase() == phases.DELETED, timeout=60, interval=0.5, what="Deleted via ./run")
     finally:

@@ -31,6 +31,8 @@ def with_params(*params: tuple[str, str], **fields) -> InferenceService:
 @pytest.fixture(autouse=True)
 def gateway_url(settings):
     settings.GATEWAY_PUBLIC_URL = "https://gw.example.com/"
+    settings.GATEWAY_PUBLIC_GRPC = "gw.example.com:8002"
+    settings.GATEWAY_GRPC_PORT = 8002
     settings.CLUSTER_DOMAIN = "cluster.local"
 
 
@@ -116,6 +118,13 @@ def test_triton_snippets_use_the_gateway_and_the_http_client():
     assert 'InferenceServerClient(url="gw.example.com/vision", ssl=True)' in client
     assert 'client.infer("vision", inputs, headers=headers)' in client
     assert '"X-Team": os.environ["X_TEAM"]' in client and SECRET_VALUE not in client
+    # gRPC through the gateway's own port, the service named in metadata (lower-case names).
+    assert info.grpc_gateway == "gw.example.com:8002"
+    grpc_client = snippet(info, "Python (Triton gRPC client)")
+    assert 'InferenceServerClient(url="gw.example.com:8002")' in grpc_client
+    assert '"x-inference-service": "vision"' in grpc_client
+    assert '"authorization": f"Bearer {os.environ[\'INFERENCE_KEY\']}"' in grpc_client
+    assert '"x-team": os.environ["X_TEAM"]' in grpc_client and SECRET_VALUE not in grpc_client
 
 
 @pytest.mark.parametrize("runtime", ["vllm", "triton"])

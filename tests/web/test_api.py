@@ -38,6 +38,7 @@ def test_create_returns_spec_status_and_access(api, service_payload, django_capt
 def test_triton_access_has_grpc(api, service_payload):
     body = create(api, service_payload, runtime="triton", engine_args="--log-verbose=1")
     assert body["access"]["grpc_address"] == "chatglm2.inference.svc.cluster.local:8001"
+    assert body["access"]["grpc_gateway"] == settings.GATEWAY_PUBLIC_GRPC != ""  # through the gateway
     assert body["access"]["health_url"].endswith("/v2/health/ready")
 
 

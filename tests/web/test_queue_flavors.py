@@ -259,7 +259,7 @@ def test_usage_is_sampled_each_minute_and_pruned(
         assert response.status_code == 201, response.content
     assert InferenceService.objects.filter(phase=phases.QUEUED).count() == 1
 
-    now = timezone.now()
+    now = timezone.now().replace(second=0, microsecond=0)  # so that now + 1 s is the same minute
     assert sample_queue_usage(at=now) == 2  # one per queue and flavor: gpu-a100 and h100-queue
     sample_queue_usage(at=now + timedelta(seconds=1))  # same minute: no second row
     assert QueueUsageSample.objects.count() == 2

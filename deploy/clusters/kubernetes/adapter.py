@@ -288,10 +288,11 @@ class KubernetesCluster(ClusterApi):
 
     # --- where the gateway reaches a service -------------------------------------------
 
-    def service_endpoint(self, *, namespace: str, name: str) -> str | None:
-        """`http://<name>.<namespace>.svc.<CLUSTER_DOMAIN>:<http port>` when the console's Service
-        object exists, else None. The port is read from the live Service (named `http`, else the
-        first), so a runtime with another port still routes right."""
+    def service_endpoint(self, *, namespace: str, name: str, port: str = "http") -> str | None:
+        """`http://<name>.<namespace>.svc.<CLUSTER_DOMAIN>:<port>` when the console's Service
+        object exists, else None. The port is read from the live Service (the one named `port`;
+        for `http` the first if none is named so), so a runtime with another port still routes
+        right."""
         with api_errors(f"cannot read service {namespace}/{name}"):
             service = self.get_or_none(self.resource_for("v1", "Service"), name, namespace)
         if service is None:
@@ -300,10 +301,11 @@ class KubernetesCluster(ClusterApi):
         if labels.get(LABEL_MANAGED_BY) != MANAGED_BY or labels.get(LABEL_SERVICE) != name:
             return None  # a Service someone else made under that name is not ours to route to
         ports = (service.get("spec") or {}).get("ports") or []
-        port = next((p for p in ports if p.get("name") == "http"), ports[0] if ports else None)
-        if port is None or not port.get("port"):
+        fallback = ports[0] if ports and port == "http" else None
+        found = next((p for p in ports if p.get("name") == port), fallback)
+        if found is None or not found.get("port"):
             return None
-        return f"http://{name}.{namespace}.svc.{settings.CLUSTER_DOMAIN}:{port['port']}"
+        return f"http://{name}.{namespace}.svc.{settings.CLUSTER_DOMAIN}:{found['port']}"
 
     # --- watch ----------------------------------------------------------------------------
 

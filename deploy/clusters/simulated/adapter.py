@@ -276,21 +276,24 @@ class SimulatedCluster:
             # Under the Job's row lock: two processes observing at once create one retry pod.
             return jobs.observe_job(job, self.state, self.clock(), messages)
 
-    def service_endpoint(self, *, namespace: str, name: str) -> str | None:
-        """The URL a test bound the service to (bind_endpoint), else the stand-in server of its
-        first ready pod on 127.0.0.1 (started now if it is not running), else None."""
+    def service_endpoint(self, *, namespace: str, name: str, port: str = "http") -> str | None:
+        """The URL a test bound the service's port to (bind_endpoint), else, for `http`, the
+        stand-in server of its first ready pod on 127.0.0.1 (started now if it is not running),
+        else None. The stand-ins speak HTTP only."""
         binding = SimulatedObject.objects.filter(
             kind=ENDPOINT_BINDING_KIND, namespace=namespace, name=name
         ).first()
         if binding is not None:
-            return str(binding.body.get("url") or "") or None
+            return str(binding.body.get("url" if port == "http" else port) or "") or None
+        if port != "http":
+            return None
         views = self._service_views(namespace, name)
         urls = standins.sync_service(self.state, namespace, name, self._wanted(namespace, name, views))
         return urls[min(urls)] if urls else None
 
-    def bind_endpoint(self, *, namespace: str, name: str, url: str) -> None:
-        """Route the service to `url` (a test's upstream on 127.0.0.1) in every process, whatever
-        its pods do, until unbind_endpoint or delete_service."""
+    def bind_endpoint(self, *, namespace: str, name: str, url: str, grpc: str | None = None) -> None:
+        """Route the service to `url` (a test's upstream on 127.0.0.1; its gRPC port to `grpc`)
+        in every process, whatever its pods do, until unbind_endpoint or delete_service."""
         now = self.clock()
         SimulatedObject.objects.update_or_create(
             kind=ENDPOINT_BINDING_KIND,
@@ -298,7 +301,7 @@ class SimulatedCluster:
             name=name,
             defaults={
                 "api_version": ENDPOINT_BINDING_API_VERSION,
-                "body": {"url": url},
+                "body": {"url": url, "grpc": grpc},
                 "created_at": now,
                 "updated_at": now,
             },
