@@ -64,6 +64,15 @@ def test_service_endpoint_is_the_cluster_dns_name_of_our_service(
     )
     settings.CLUSTER_DOMAIN = "corp.internal"
     assert cluster.service_endpoint(namespace=namespace, name=NAME).endswith(".svc.corp.internal:8000")
+    # vLLM's Service has no port named grpc; Triton's does (8001), which gRPC calls go to.
+    assert cluster.service_endpoint(namespace=namespace, name=NAME, port="grpc") is None
+    triton_image = "nvcr.io/nvidia/tritonserver:25.01-py3"
+    cluster.apply(
+        render_service(make_spec(namespace, name="vision", runtime="triton", image=triton_image, replicas=0))
+    )
+    assert cluster.service_endpoint(namespace=namespace, name="vision", port="grpc") == (
+        f"http://vision.{namespace}.svc.corp.internal:8001"
+    )
 
     # A Service of the same name the console did not make is not routed to.
     core = client.CoreV1Api(kube_api_client)
