@@ -136,34 +136,29 @@ class _Call:
             lines.append(f"-d '{json.dumps(body)}'")
         return " \\\n  ".join(lines)
 
+    def _key_entry(self, header: str) -> list[str]:
+        """`"<header>": <the key from os.environ>` as a dict entry, or nothing without a key."""
+        if not self.header:
+            return []
+        key = (
+            f"f\"Bearer {{os.environ['{KEY_VARIABLE}']}}\""
+            if self.bearer
+            else f'os.environ["{KEY_VARIABLE}"]'
+        )
+        return [f'"{header}": {key}']
+
     def python_headers(self) -> str:
         """A `headers = {...}` dict literal with os.environ lookups, one entry per line."""
-        entries = []
-        if self.header:
-            key = (
-                f"f\"Bearer {{os.environ['{KEY_VARIABLE}']}}\""
-                if self.bearer
-                else f'os.environ["{KEY_VARIABLE}"]'
-            )
-            entries.append(f'"{self.header}": {key}')
+        entries = self._key_entry(self.header)
         entries += [f'"{p.name}": os.environ["{p.variable}"]' for p in self.header_params]
-        if not entries:
-            return "{}"
-        return "{\n" + "".join(f"    {entry},\n" for entry in entries) + "}"
+        return _dict_literal(entries)
 
     def grpc_metadata(self, service: str) -> str:
         """The headers as gRPC metadata (lower-case names, as gRPC requires): the service's name
         for the gateway's router, the key, and the extra parameters, query ones included."""
-        entries = [f'"x-inference-service": "{service}"']
-        if self.header:
-            key = (
-                f"f\"Bearer {{os.environ['{KEY_VARIABLE}']}}\""
-                if self.bearer
-                else f'os.environ["{KEY_VARIABLE}"]'
-            )
-            entries.append(f'"{self.header.lower()}": {key}')
+        entries = [f'"x-inference-service": "{service}"', *self._key_entry(self.header.lower())]
         entries += [f'"{p.name.lower()}": os.environ["{p.variable}"]' for p in self.params]
-        return "{\n" + "".join(f"    {entry},\n" for entry in entries) + "}"
+        return _dict_literal(entries)
 
     def python_query(self) -> str:
         entries = [f'"{p.name}": os.environ["{p.variable}"]' for p in self.query_params]
@@ -185,6 +180,12 @@ class _Call:
         if self.query_params:
             options.append(f"default_query={self.python_query()}")
         return "".join(f"    {option},\n" for option in options)
+
+
+def _dict_literal(entries: list[str]) -> str:
+    if not entries:
+        return "{}"
+    return "{\n" + "".join(f"    {entry},\n" for entry in entries) + "}"
 
 
 def _openai_snippets(call: _Call) -> tuple[Snippet, ...]:
