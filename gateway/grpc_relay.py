@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import grpc
 
@@ -63,23 +63,39 @@ _STATUS_OF_CODE = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
-# Set by gRPC itself on each hop, never copied across.
-_OWN_METADATA = frozenset({SERVICE_METADATA, "user-agent", "te", "content-type", "x-forwarded-for"})
+# Set by gRPC (or HTTP) itself on each hop, or the gateway's own: never copied across.
+_OWN_METADATA = frozenset(
+    {
+        SERVICE_METADATA,
+        "user-agent",
+        "te",
+        "content-type",
+        "x-forwarded-for",
+        "host",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-connection",
+    }
+)
+MAX_CHANNELS = 256  # upstream channels kept open; the least recently opened goes first
 
 
 class GrpcRelay(grpc.GenericRpcHandler):
     def __init__(self, gateway: Gateway):
         self._gateway = gateway
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closing: set[asyncio.Task] = set()
 
     def service(self, handler_call_details) -> grpc.RpcMethodHandler:
         method = handler_call_details.method
 
-        async def relay(requests: AsyncIterator[bytes], context) -> AsyncIterator[bytes]:
-            async for message in self._relay(method, requests, context):
-                yield message
+        async def relay(requests: AsyncIterator[bytes], context) -> None:
+            await self._relay(method, requests, context)
 
-        # No (de)serializers: messages stay bytes.
+        # No (de)serializers: messages stay bytes. A coroutine writing with context.write, not
+        # an async generator: a caller's cancel then always lands in _relay's own code.
         return grpc.stream_stream_rpc_method_handler(relay)
 
     async def close(self) -> None:
@@ -87,7 +103,7 @@ class GrpcRelay(grpc.GenericRpcHandler):
             await channel.close()
         self._channels.clear()
 
-    async def _relay(self, method: str, requests, context) -> AsyncIterator[bytes]:
+    async def _relay(self, method: str, requests, context) -> None:
         gateway = self._gateway
         started = time.perf_counter()
         route = key = None
@@ -142,39 +158,52 @@ class GrpcRelay(grpc.GenericRpcHandler):
             and not name.startswith((":", "grpc-"))
             and name.encode() not in route.strip_headers
         ]
-        forwarded.append(("x-forwarded-for", _peer_address(context.peer())[0] or "unknown"))
+        forwarded.append(("x-forwarded-for", (_peer_address(context.peer()) or ("unknown",))[0]))
         call = self._channel(route.grpc_target).stream_stream(method)(
             requests, metadata=forwarded, timeout=context.time_remaining()
         )
-        status = 200
+        status = 500  # until the call ends one way or another
         try:
             initial = await call.initial_metadata()
             if initial:
                 await context.send_initial_metadata(tuple(initial))
             async for message in call:
-                yield message
+                await context.write(message)
             trailing = await call.trailing_metadata()
             if trailing:
                 context.set_trailing_metadata(tuple(trailing))
+            status = 200
         except grpc.aio.AioRpcError as error:
             status = _STATUS_OF_CODE.get(error.code(), 500)
             if error.code() == grpc.StatusCode.UNAVAILABLE:
                 gateway.routes.invalidate((route.namespace, route.name))
+                self._drop_channel(route.grpc_target)
             context.set_trailing_metadata(tuple(error.trailing_metadata() or ()))
             context.set_code(error.code())
             context.set_details(error.details() or "")
         except asyncio.CancelledError:
-            status = 499  # the caller went away: stop the upstream call too
-            call.cancel()
+            status = 499  # the caller went away
             raise
         finally:
+            if not call.done():
+                call.cancel()  # stop the model's work too
             gateway.meter_call(route, key, status, started)
 
     def _channel(self, target: str) -> grpc.aio.Channel:
         channel = self._channels.get(target)
         if channel is None:
+            if len(self._channels) >= MAX_CHANNELS:
+                self._drop_channel(next(iter(self._channels)))
             channel = self._channels[target] = grpc.aio.insecure_channel(target)
         return channel
+
+    def _drop_channel(self, target: str) -> None:
+        """Forget a channel (its endpoint is gone, or too many are open); calls still on it end."""
+        channel = self._channels.pop(target, None)
+        if channel is not None:
+            task = asyncio.get_running_loop().create_task(channel.close(grace=30))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
 
 def _peer_address(peer: str | None) -> tuple[str, int] | None:
@@ -184,8 +213,8 @@ def _peer_address(peer: str | None) -> tuple[str, int] | None:
     kind, _, rest = peer.partition(":")
     if kind not in ("ipv4", "ipv6"):
         return None
-    host, _, port = rest.rpartition(":")
-    return host.strip("[]"), int(port) if port.isdigit() else 0
+    host, _, port = unquote(rest).rpartition(":")  # grpcio writes ipv6:%5B::1%5D:5000
+    return host.strip("[]").partition("%")[0], int(port) if port.isdigit() else 0
 
 
 def _params_as_query(route, headers: dict[bytes, bytes]) -> bytes:

@@ -159,13 +159,16 @@ _TTLS_MS = (130_000, 130_000, 130_000, 130_000, 2 * 86_400_000, 32 * 86_400_000)
 @dataclass(slots=True)
 class _KeyCounts:
     """What one process knows of a key: Redis's totals as last read, plus what it has counted
-    since and not yet added there."""
+    since and not yet added there, plus what it sent in a sync whose answer was lost (it may or
+    may not be in Redis: counted here until the next read, never sent twice)."""
 
     minute: int = -1  # the minute of the last read
     totals: tuple[int, ...] = (0, 0, 0, 0, 0, 0)  # counter_keys order, as Redis had them
     read_at: float = -math.inf  # time.monotonic() of that read
-    requests: dict[int, int] = field(default_factory=dict)  # minute -> admitted, not yet added
-    tokens: dict[int, int] = field(default_factory=dict)  # minute -> tokens, not yet added
+    requests: dict[int, int] = field(default_factory=dict)  # minute -> admitted, not yet sent
+    tokens: dict[int, int] = field(default_factory=dict)  # minute -> tokens, not yet sent
+    unsure_requests: dict[int, int] = field(default_factory=dict)  # sent, answer lost
+    unsure_tokens: dict[int, int] = field(default_factory=dict)
     used_at: float = 0.0
     dirty: bool = False  # used since the last read
 
@@ -176,7 +179,10 @@ class _KeyCounts:
         def known(now: int, prev: int, of: int) -> int:
             return totals[now] if of == read else totals[prev] if of == read - 1 else 0
 
-        pending_tokens = sum(self.tokens.values())
+        def local(pending: dict[int, int], unsure: dict[int, int], of: int) -> int:
+            return pending.get(of, 0) + unsure.get(of, 0)
+
+        local_tokens = sum(self.tokens.values()) + sum(self.unsure_tokens.values())
         if read < 0:
             same_day = same_month = False
         elif minute // 1440 == read // 1440:  # UTC days are whole numbers of epoch minutes
@@ -184,44 +190,79 @@ class _KeyCounts:
         else:
             same_day, same_month = False, _periods(minute)[1] == _periods(read)[1]
         return (
-            known(0, 1, minute) + self.requests.get(minute, 0),
-            known(0, 1, minute - 1) + self.requests.get(minute - 1, 0),
-            known(2, 3, minute) + self.tokens.get(minute, 0),
-            known(2, 3, minute - 1) + self.tokens.get(minute - 1, 0),
-            (totals[4] if same_day else 0) + pending_tokens,
-            (totals[5] if same_month else 0) + pending_tokens,
+            known(0, 1, minute) + local(self.requests, self.unsure_requests, minute),
+            known(0, 1, minute - 1) + local(self.requests, self.unsure_requests, minute - 1),
+            known(2, 3, minute) + local(self.tokens, self.unsure_tokens, minute),
+            known(2, 3, minute - 1) + local(self.tokens, self.unsure_tokens, minute - 1),
+            (totals[4] if same_day else 0) + local_tokens,
+            (totals[5] if same_month else 0) + local_tokens,
         )
+
+    def sent(self, requests: dict[int, int], tokens: dict[int, int], *, answered: bool) -> None:
+        """A sync carried these amounts: they leave the pending counts; if its answer was lost
+        they stay counted here as unsure (Redis may have them: sending them again could count
+        them twice, so they are not; the price is an under-count if Redis did not get them)."""
+        for pending, unsure, added in (
+            (self.requests, self.unsure_requests, requests),
+            (self.tokens, self.unsure_tokens, tokens),
+        ):
+            for of, amount in added.items():
+                left = pending.get(of, 0) - amount
+                if left > 0:
+                    pending[of] = left
+                else:
+                    pending.pop(of, None)
+                if not answered:
+                    unsure[of] = unsure.get(of, 0) + amount
 
 
 class RedisLimiter:
     """Limits decided in this process from Redis's totals, read and added to every
     `sync_seconds` in one pipeline for all keys used since the last time (see the module's
-    docstring). Only one sync runs at a time, so a read never overwrites a newer one."""
+    docstring). Only one sync runs at a time, so a read never overwrites a newer one. A call
+    waits for a read at most `wait_seconds`; after a failed or slow sync, calls stop waiting
+    for `backoff_seconds` and are decided from what this process knows."""
 
-    def __init__(self, redis, prefix: str, *, sync_seconds: float = 0.05, fresh_seconds: float = 1.0):
+    def __init__(
+        self,
+        redis,
+        prefix: str,
+        *,
+        sync_seconds: float = 0.05,
+        fresh_seconds: float = 1.0,
+        wait_seconds: float = 0.25,
+        backoff_seconds: float = 5.0,
+    ):
         self._redis = redis
         self._prefix = prefix
         self._sync_seconds = sync_seconds
         self._fresh_seconds = fresh_seconds
+        self._wait_seconds = wait_seconds
+        self._backoff_seconds = backoff_seconds
         self._keys: dict[int, _KeyCounts] = {}
         self._wanted: set[int] = set()  # keys whose callers wait for the next sync
         self._next: asyncio.Future | None = None  # resolved when the next sync is done
-        self._syncing = False
+        self._task: asyncio.Task | None = None  # the sync loop, while it runs
+        self._down_until = -math.inf  # no waiting for Redis until then
         self._warned_at = -math.inf
 
     async def check(self, key: KeyRecord) -> Verdict:
         counts = self._keys.get(key.id)
-        if counts is None or time.monotonic() - counts.read_at > self._fresh_seconds:
+        now = time.monotonic()
+        if counts is None or now - counts.read_at > self._fresh_seconds:
             counts = self._keys.setdefault(key.id, _KeyCounts())
-            counts.used_at = time.monotonic()
-            self._wanted.add(key.id)
-            try:
-                await self._sync_soon()
-            except Exception:
-                # Redis is unreachable: decide from what this process knows rather than not at
-                # all, and do not make every call wait for Redis again until the totals are due.
-                counts.read_at = time.monotonic()
-                self._warn("rate limits: Redis unreachable, counting in this process only")
+            counts.used_at = now
+            if now >= self._down_until:
+                self._wanted.add(key.id)
+                try:
+                    # shield: a caller that gives up (a cancelled gRPC call, the timeout) must not
+                    # cancel the sync that other calls wait for.
+                    await asyncio.wait_for(asyncio.shield(self._sync_soon()), self._wait_seconds)
+                except Exception:
+                    # Redis is unreachable or slow: decide from what this process knows rather
+                    # than not at all, and stop waiting for Redis for a while.
+                    self._down_until = time.monotonic() + self._backoff_seconds
+                    self._warn("rate limits: Redis unreachable or slow, counting in this process")
         # No await from here on: deciding and counting are one step for concurrent calls.
         now_ms = int(time.time() * 1000)
         minute = now_ms // WINDOW_MS
@@ -243,19 +284,24 @@ class RedisLimiter:
             await asyncio.sleep(self._sync_seconds)
             if any(counts.dirty for counts in self._keys.values()):
                 try:
-                    await self._sync_soon()
+                    await asyncio.shield(self._sync_soon())
                 except Exception:
                     self._warn("rate limits: could not sync the counters with Redis; retrying")
             self._forget_idle()
 
+    async def flush(self, timeout: float = 2.0) -> None:
+        """Add what this process has counted to Redis now (at shutdown)."""
+        if any(counts.dirty for counts in self._keys.values()):
+            await asyncio.wait_for(asyncio.shield(self._sync_soon()), timeout)
+
     def _sync_soon(self) -> asyncio.Future:
-        """A future for the end of the next sync (which starts now, or after the running one)."""
+        """A future for the end of the next sync (which starts now, or after the running one).
+        Await it through asyncio.shield: it is shared."""
         if self._next is None:
             self._next = asyncio.get_running_loop().create_future()
         future = self._next
-        if not self._syncing:
-            self._syncing = True
-            asyncio.get_running_loop().create_task(self._sync_while_wanted())
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._sync_while_wanted())
         return future
 
     async def _sync_while_wanted(self) -> None:
@@ -266,13 +312,20 @@ class RedisLimiter:
                 self._wanted = set()
                 try:
                     await self._sync(ids)
-                except Exception as exc:
-                    future.set_exception(exc)
-                    future.exception()  # a periodic sync nobody else awaits must not warn twice
+                except BaseException as exc:
+                    _settle(
+                        future, exc if isinstance(exc, Exception) else RuntimeError("limit sync cancelled")
+                    )
+                    if not isinstance(exc, Exception):
+                        raise
                 else:
-                    future.set_result(None)
+                    self._down_until = -math.inf
+                    _settle(future, None)
         finally:
-            self._syncing = False
+            self._task = None
+            if self._next is not None:  # the loop was cancelled: nobody may wait forever
+                _settle(self._next, RuntimeError("limit sync cancelled"))
+                self._next = None
 
     async def _sync(self, ids: Iterable[int]) -> None:
         now_ms = int(time.time() * 1000)
@@ -308,8 +361,8 @@ class RedisLimiter:
         try:
             results = await pipe.execute()
         except BaseException:
-            for counts, *_ in sent:
-                counts.dirty = True  # nothing was subtracted: the next sync sends it all again
+            for counts, requests, tokens, _commands in sent:
+                counts.sent(requests, tokens, answered=False)
             raise
         read_at = time.monotonic()
         at = 0
@@ -318,20 +371,11 @@ class RedisLimiter:
             counts.totals = tuple(int(value or 0) for value in results[at - 1])
             counts.minute = minute
             counts.read_at = read_at
-            # What was added is in the totals now (requests of minutes before the previous one
-            # were not sent: they no longer count).
-            for pending, added in ((counts.requests, requests), (counts.tokens, tokens)):
-                for of, amount in added.items():
-                    left = pending.get(of, 0) - amount
-                    if left > 0:
-                        pending[of] = left
-                    else:
-                        pending.pop(of, None)
-
-    async def flush(self) -> None:
-        """Add what this process has counted to Redis now (at shutdown)."""
-        if any(counts.dirty for counts in self._keys.values()):
-            await self._sync_soon()
+            # The totals hold what this sync added and whatever earlier lost answers did add
+            # (requests of minutes before the previous one were not sent: they no longer count).
+            counts.sent(requests, tokens, answered=True)
+            counts.unsure_requests.clear()
+            counts.unsure_tokens.clear()
 
     def _forget_idle(self) -> None:
         """Keys unused for a minute and with nothing left to add are read afresh next time."""
@@ -347,6 +391,16 @@ class RedisLimiter:
         if now - self._warned_at > 10:  # once per 10 s, not once per call
             self._warned_at = now
             logger.warning(message, exc_info=True)
+
+
+def _settle(future: asyncio.Future, outcome: Exception | None) -> None:
+    if future.done():
+        return
+    if outcome is None:
+        future.set_result(None)
+    else:
+        future.set_exception(outcome)
+        future.exception()  # retrieved: a sync nobody else awaits must not warn a second time
 
 
 class LocalLimiter:

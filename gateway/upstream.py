@@ -13,10 +13,11 @@ else: no redirects, cookies, decompression, proxies, TLS or retries beyond one.
 - Responses: status and headers as received, then the body as it arrives (chunked, sized or up
   to the close). Reading pauses while more than HIGH_WATER bytes wait for a slow caller.
 - A connection goes back to the pool after a complete response the server did not ask to
-  close; idle ones are dropped after `idle_seconds` or when the server closes them. A request
-  whose body is in memory is sent once more on a new connection if a pooled connection turns
-  out to be closed before a byte of the answer arrived (the server's keep-alive timeout racing
-  our reuse: uvicorn, which vLLM runs, closes idle connections after 5 s).
+  close and that nothing followed; idle ones are dropped after `idle_seconds` (4 s: before
+  uvicorn, which vLLM runs, closes them at 5 s, so our reuse rarely races the server's close)
+  or when the server closes them. An idempotent request (GET, HEAD, OPTIONS, PUT, DELETE) whose
+  body is in memory is sent once more, on a new connection, if a pooled connection turns out to
+  be closed before a byte of the answer arrived; a POST is not (the server may have run it).
 - Timeouts: connecting (`connect_timeout`) and every wait for the server (`read_timeout`, the
   head and each piece of the body).
 """
@@ -32,6 +33,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 HIGH_WATER = 1024 * 1024  # response bytes waiting for the caller before reading pauses
 LOW_WATER = 256 * 1024
 
@@ -138,6 +140,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._informational = False  # inside a 1xx answer, which precedes the real one
+        self._in_head = False  # between the status line and the end of the headers
         self._reading_paused = False
         self._write_paused = False
         self._drained: asyncio.Future | None = None
@@ -154,7 +157,7 @@ class _Connection(asyncio.Protocol):
         response.got_bytes = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             response._fail(Disconnected(f"the model server sent something that is not HTTP ({exc})"))
             self.close()
 
@@ -166,8 +169,8 @@ class _Connection(asyncio.Protocol):
         response = self.response
         if response is None:
             return
-        if response._head.done() and response._until_close:
-            response._complete = True
+        if exc is None and response._head.done() and response._until_close:
+            response._complete = True  # a clean close ends such a body; a reset cuts it
             response._wake()
         else:
             response._fail(Disconnected("the model server closed the connection"))
@@ -182,13 +185,21 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks ----------------------------------------------------------------
     def on_message_begin(self) -> None:
-        if self.response is not None:
-            self.response.headers = []
+        response = self.response
+        if response._complete or response._head.done():
+            # A second message where one answer was due: the stream is out of step (a body on a
+            # 204, more than Content-Length, a hostile server). httptools turns this into a
+            # parser error, and data_received closes the connection.
+            raise Disconnected("the model server sent more than one answer")
+        response.headers = []
+        self._in_head = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.response.headers.append((name, value))
+        if self._in_head:  # not the trailers of a chunked body, which are not forwarded
+            self.response.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         response = self.response
         status = self.parser.get_status_code()
         if 100 <= status < 200 and status != 101:
@@ -269,6 +280,7 @@ class _Connection(asyncio.Protocol):
                 upload.exception()  # seen: an upload cut short by the answer is not an error
         self.response = None
         if reusable:
+            self.resume_reading()
             self.pool.release(self)
         else:
             self.close()
@@ -285,7 +297,7 @@ def _expire(future: asyncio.Future) -> None:
 
 
 class UpstreamPool:
-    def __init__(self, *, connect_timeout: float, read_timeout: float, idle_seconds: float = 30.0):
+    def __init__(self, *, connect_timeout: float, read_timeout: float, idle_seconds: float = 4.0):
         self.loop = asyncio.get_running_loop()
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -321,7 +333,7 @@ class UpstreamPool:
 
         key = (host, port)
         for attempt in (1, 2):
-            connection, reused = self._acquire(key), True
+            connection, reused = (self._acquire(key) if attempt == 1 else None), True
             if connection is None:
                 connection, reused = await self._connect(key), False
             response = Response(connection, method)
@@ -339,7 +351,7 @@ class UpstreamPool:
                 return response
             except Disconnected:
                 connection.finish(response)
-                if streamed or not reused or response.got_bytes or attempt == 2:
+                if streamed or not reused or response.got_bytes or attempt == 2 or method not in _IDEMPOTENT:
                     raise
             except BaseException:
                 connection.finish(response)

@@ -15,6 +15,7 @@ import redis
 from django.conf import settings as django_settings
 
 from gateway import conf
+from gateway.grpc_relay import _peer_address
 from gateway.metering import Record
 from tests.gateway.upstream import free_port
 from tests.stack import wait_for
@@ -43,6 +44,8 @@ class GrpcUpstream:
         name = details.method.rsplit("/", 1)[-1]
         if name == "Chat":
             return grpc.stream_stream_rpc_method_handler(self.chat)
+        if name == "Drip":
+            return grpc.unary_stream_rpc_method_handler(self.drip)
         return grpc.unary_unary_rpc_method_handler(getattr(self, name.lower(), self.live))
 
     def live(self, request: bytes, context) -> bytes:
@@ -53,6 +56,13 @@ class GrpcUpstream:
     def chat(self, requests, context):
         for request in requests:
             yield b"echo:" + request
+
+    def drip(self, request: bytes, context):
+        """A message every 50 ms until the caller goes away (at most 10 s)."""
+        for i in range(200):
+            if self.released.wait(0.05) or not context.is_active():
+                return
+            yield b"%d" % i
 
     def fail(self, request: bytes, context) -> bytes:
         context.abort(grpc.StatusCode.NOT_FOUND, "no model named m")
@@ -95,14 +105,18 @@ def test_a_unary_call_passes_with_its_metadata_and_without_the_key(
     service = make_service("vision", upstream.url, grpc=grpc_upstream.url, runtime="triton")
     _key, plaintext = make_key([service])
     answer, call = grpc_gateway.unary_unary(LIVE).with_call(
-        b"ping", metadata=metadata("vision", plaintext, ("x-request-id", "r1")), timeout=10
+        b"ping",
+        metadata=metadata("vision", plaintext, ("x-request-id", "r1"), ("host", "elsewhere")),
+        timeout=10,
     )
     assert answer == b"live:ping"
     assert ("x-model-server", "mock") in call.initial_metadata()
     assert ("x-trailer", "done") in call.trailing_metadata()
     method, seen = grpc_upstream.seen[-1]
     assert method == LIVE and seen["x-request-id"] == "r1"
-    assert "authorization" not in seen and "x-inference-service" not in seen
+    assert (
+        "authorization" not in seen and "x-inference-service" not in seen and seen.get("host") != "elsewhere"
+    )
     assert seen["x-forwarded-for"] == "127.0.0.1"
     # The namespace-qualified name reaches the same service.
     qualified = metadata(f"vision.{service.namespace}", plaintext)
@@ -204,3 +218,36 @@ def test_grpc_calls_are_metered_per_key_with_their_status(
         (key.id, service.id, 200),
         (key.id, service.id, 404),
     ]
+
+
+def test_a_caller_that_hangs_up_mid_stream_is_metered_as_gone(
+    grpc_gateway, grpc_upstream, upstream, make_service, make_key
+):
+    service = make_service("vision", upstream.url, grpc=grpc_upstream.url, runtime="triton")
+    _key, plaintext = make_key([service])
+    stream = grpc_gateway.unary_stream("/demo.Echo/Drip")(
+        b"", metadata=metadata("vision", plaintext), timeout=20
+    )
+    assert [next(stream), next(stream)] == [b"0", b"1"]
+    stream.cancel()
+    client = redis.Redis.from_url(django_settings.REDIS_URL)
+
+    def statuses() -> list[int]:
+        entries = client.xrange(conf.usage_stream())
+        return [Record(*row).status for _id, fields in entries for row in json.loads(fields[b"records"])]
+
+    assert wait_for(lambda: statuses() or None, timeout=5, what="the call's usage record") == [499]
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        ("ipv4:10.1.2.3:5000", ("10.1.2.3", 5000)),
+        ("ipv6:%5B::1%5D:41234", ("::1", 41234)),  # as grpcio writes it
+        ("ipv6:[fe80::1%25eth0]:80", ("fe80::1", 80)),
+        ("unix:/tmp/socket", None),
+        (None, None),
+    ],
+)
+def test_peer_addresses_as_grpcio_reports_them(peer, address):
+    assert _peer_address(peer) == address

@@ -114,3 +114,113 @@ def test_without_redis_the_process_still_limits(redis_prefix):
     count, elapsed = run(scenario())
     assert count == 4
     assert elapsed < 1  # one failed read, not one per call
+
+
+class RepliesLost:
+    """A TCP relay on 127.0.0.1 in front of the real Redis that can swallow its replies: the
+    commands reach Redis and run, their answers never come back (a reply lost in the network)."""
+
+    def __init__(self):
+        self.dropping = False
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def _relay(self, client_reader, client_writer) -> None:
+        url = redis_url_parts()
+        redis_reader, redis_writer = await asyncio.open_connection(url.hostname, url.port or 6379)
+
+        async def pipe(reader, writer, replies: bool) -> None:
+            while data := await reader.read(65536):
+                if not (replies and self.dropping):
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        await asyncio.gather(
+            pipe(client_reader, redis_writer, False),
+            pipe(redis_reader, client_writer, True),
+            return_exceptions=True,
+        )
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def redis_url_parts():
+    from urllib.parse import urlsplit
+
+    return urlsplit(django_settings.REDIS_URL)
+
+
+def test_a_lost_reply_is_not_sent_again_so_nothing_is_counted_twice(redis_prefix):
+    async def scenario():
+        relay = RepliesLost()
+        port = await relay.start()
+        db = int(redis_url_parts().path.strip("/") or 0)
+        client = aredis.Redis(
+            host="127.0.0.1", port=port, db=db, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
+        direct = aredis.Redis.from_url(django_settings.REDIS_URL)
+        limiter = RedisLimiter(client, redis_prefix)
+        limited = key(rpm_limit=1000)
+        await admitted(limiter, limited, 10)
+        relay.dropping = True  # Redis runs the INCRBY; the answer is lost (a timeout here)
+        with pytest.raises(Exception):  # noqa: B017 - redis-py's timeout error
+            await limiter.flush()
+        relay.dropping = False
+        await admitted(limiter, limited, 5)
+        await limiter.flush()
+        names = counter_keys(redis_prefix, 1, int(time.time() * 1000))[:2]
+        stored = sum(int(value or 0) for value in await direct.mget(names))
+        relay.close()
+        await client.aclose()
+        await direct.aclose()
+        return stored
+
+    assert run(scenario()) == 15
+
+
+def test_a_redis_that_never_answers_delays_one_call_per_backoff_not_every_call(redis_prefix):
+    async def scenario():
+        async def swallow(reader, writer):
+            while await reader.read(65536):
+                pass
+
+        silent = await asyncio.start_server(swallow, "127.0.0.1", 0)
+        port = silent.sockets[0].getsockname()[1]
+        client = aredis.Redis(host="127.0.0.1", port=port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+        limiter = RedisLimiter(client, redis_prefix, wait_seconds=0.2, backoff_seconds=5)
+        started = time.monotonic()
+        count = 0
+        for _ in range(20):
+            count += await admitted(limiter, key(rpm_limit=5), 1)
+        elapsed = time.monotonic() - started
+        silent.close()
+        return count, elapsed
+
+    count, elapsed = run(scenario())
+    assert count == 5  # still limited, from this process's own counts
+    assert elapsed < 1.0  # one wait of 0.2 s, then no waiting during the backoff
+
+
+def test_a_caller_that_gives_up_does_not_cancel_the_read_others_wait_for(redis_prefix):
+    async def scenario():
+        client = aredis.Redis.from_url(django_settings.REDIS_URL)
+        limiter = RedisLimiter(client, redis_prefix)
+        limited = key(rpm_limit=3)
+        quitter = asyncio.ensure_future(limiter.check(limited))
+        stayers = [asyncio.ensure_future(limiter.check(limited)) for _ in range(2)]
+        await asyncio.sleep(0)  # every check has joined the same read
+        quitter.cancel()
+        outcomes = await asyncio.gather(*stayers, return_exceptions=True)
+        later = await admitted(limiter, limited, 3)  # the sync loop still works
+        await limiter.flush()
+        await client.aclose()
+        return outcomes, later
+
+    outcomes, later = run(scenario())
+    assert [type(outcome).__name__ for outcome in outcomes] == ["Verdict", "Verdict"]
+    assert later == 1

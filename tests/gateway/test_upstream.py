@@ -5,6 +5,8 @@ request, early hints, HEAD, slow readers, servers that hang or do not speak HTTP
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 
 import pytest
 
@@ -85,6 +87,19 @@ class ScriptedServer:
             for _ in range(BIG // len(piece)):
                 writer.write(piece)
                 await writer.drain()
+        elif path == b"/extra":  # more than Content-Length: the stream is out of step
+            writer.write(ok + b"content-length: 2\r\n\r\nhi" + ok + b"content-length: 8\r\n\r\nINJECTED")
+        elif path == b"/trailers":
+            writer.write(ok + b"transfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-trailer: t\r\n\r\n")
+        elif path == b"/reset":  # a close-delimited body cut by a reset, not ended by a close
+            writer.write(ok + b"content-type: text/plain\r\n\r\npartial-")
+            await writer.drain()
+            # SO_LINGER 0: closing sends RST instead of FIN.
+            writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            writer.transport.abort()
+            return "close"
         elif path == b"/hang":
             await asyncio.sleep(30)
         elif path == b"/garbage":
@@ -154,13 +169,38 @@ def test_early_hints_and_head():
     assert scenario(test) == (200, b"yes", b"ok", 200, b"")
 
 
-def test_a_pooled_connection_closed_under_a_request_is_retried_once_on_a_new_one():
+def test_a_pooled_connection_closed_under_a_get_is_retried_once_on_a_new_one():
     async def test(pool, server, port):
-        first = await read_all(await request(pool, port, b"/close-on-second", method="POST", body=b"{}"))
-        second = await read_all(await request(pool, port, b"/close-on-second", method="POST", body=b"{}"))
+        first = await read_all(await request(pool, port, b"/close-on-second"))
+        second = await read_all(await request(pool, port, b"/close-on-second"))
         return first, second, server.connections, len(server.requests)
 
     assert scenario(test) == (b"hello", b"hello", 2, 3)
+
+
+def test_a_post_is_not_sent_twice():
+    """The server may have run a POST before its connection died: it is not repeated."""
+
+    async def test(pool, server, port):
+        await read_all(await request(pool, port, b"/close-on-second", method="POST", body=b"{}"))
+        with pytest.raises(Disconnected):
+            await request(pool, port, b"/close-on-second", method="POST", body=b"{}")
+        return len(server.requests)
+
+    assert scenario(test) == 2
+
+
+def test_bytes_beyond_the_answer_are_not_taken_for_it_nor_for_the_next():
+    async def test(pool, server, port):
+        extra = await read_all(await request(pool, port, b"/extra"))
+        trailers = await request(pool, port, b"/trailers")
+        trailers_body = await read_all(trailers)
+        after = await read_all(await request(pool, port, b"/plain"))
+        return extra, trailers_body, trailers.header(b"x-trailer"), after, server.connections
+
+    extra, trailers_body, trailer, after, connections = scenario(test)
+    assert (extra, trailers_body, trailer, after) == (b"hi", b"ok", b"", b"hello")
+    assert connections == 2  # the out-of-step connection was closed, not reused
 
 
 @pytest.mark.parametrize("length", [None, 300_000])
@@ -215,3 +255,11 @@ def test_errors_connecting_waiting_and_reading():
         return errors
 
     assert scenario(test) == [ConnectFailed, UpstreamTimeout, Disconnected]
+
+
+def test_a_body_cut_by_a_reset_is_an_error_not_an_end():
+    async def test(pool, server, port):
+        with pytest.raises(Disconnected):
+            await read_all(await request(pool, port, b"/reset"))
+
+    scenario(test)
