@@ -4,8 +4,9 @@ One run, one mock model server (tests/gateway/upstream.py in its own process: fi
 every answer, SSE chunks 20 ms apart), three ways in:
 - direct: the client calls the mock server;
 - gateway: `manage.py run_gateway` (1 worker) with key checks on: an `iek_` key from the
-  console's own action, checked against the in-process cache, plus the Redis limit script (the
-  key has a requests-per-minute limit far above the load, so every call pays the round trip);
+  console's own action, checked against the in-process cache, plus the limit check (the key has
+  a requests-per-minute limit far above the load, so every call is counted; the counts go to
+  Redis every 50 ms, see gateway/limits.py);
 - peer: LiteLLM's proxy (PyPI `litellm[proxy]`, in its own venv: --peer-venv) with a master key
   (see README: virtual keys need LiteLLM's Prisma database), else nginx with
   `proxy_buffering off` when nginx is installed, else none.
@@ -339,8 +340,8 @@ def load(target: Target, seconds: float, concurrency: int) -> tuple[float, float
 
 # --- the benchmark ---------------------------------------------------------------------------
 def seed(upstream_port: int) -> tuple[str, str]:
-    """A Running service bound to the mock, a key with a limit far above the load (every call runs
-    the Redis limit script) and a key without limits (the key check alone)."""
+    """A Running service bound to the mock, a key with a limit far above the load (every call is
+    counted against it) and a key without limits (the key check alone)."""
     from django.contrib.auth import get_user_model
 
     from auth.key_actions import inference_key_create
