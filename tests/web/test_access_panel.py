@@ -108,8 +108,12 @@ def test_triton_playground_checks_the_json_body(client, admin_user, queue, datas
         auth_policy="none",
     )  # fmt: skip
     InferenceService.objects.filter(pk=triton.pk).update(phase=phases.RUNNING)
+    settings.GATEWAY_PUBLIC_GRPC = "gw.example:8002"
     html = page(client, user, triton)
     assert 'name="body"' in html and "INPUT0" in html and 'name="prompt"' not in html
+    # gRPC through the gateway's own port, with the metadata that names the service.
+    assert re.search(r'data-testid="grpc-gateway">gw.example:8002<', html)
+    assert "x-inference-service: vision" in html and "tritonclient.grpc" in html
     response = client.post(f"/services/{triton.pk}/playground/", {"body": "{not json"})
     assert re.search(
         r'id="pg-errors-body" hx-swap-oob="true"><ul class="field-errors"[^>]*><li>Not valid JSON',
