@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import random
 import resource
 import secrets
 import shutil
@@ -243,9 +244,12 @@ def bench_set(
     dest = workdir / "dest"
     fresh(dest)
     timed(argvs["s5cmd"](files.name, dest), env)  # warm-up, not counted: rclone's caches, page cache
+    order = list(argvs.items())
     for run in range(runs):
-        # Round-robin, so that a noisy moment on the machine does not land on one tool only.
-        for name, argv in argvs.items():
+        # Round-robin, so that a noisy moment on the machine does not land on one tool only, and
+        # in reverse every other round, so that no tool always follows the same one (whose pages
+        # are still being written back, or whose connections the server is still closing).
+        for name, argv in order if run % 2 == 0 else order[::-1]:
             fresh(dest)
             seconds, cpu = timed(argv(files.name, dest), env)
             check_copy(files, dest)
@@ -279,8 +283,23 @@ def print_table(files: FileSet, timings: dict[str, Timing], cache_hit: Timing) -
             f"  copier x s5cmd round by round: median {statistics.median(paired):.2f}, "
             f"{min(paired):.2f}-{max(paired):.2f}   {' '.join(f'{r:.2f}' for r in paired)}"
         )
+        if len(paired) >= 5:
+            low, high = bootstrap_interval(paired)
+            print(
+                f"  copier x s5cmd, geometric mean of the rounds: {statistics.geometric_mean(paired):.3f}, "
+                f"95 % bootstrap interval {low:.3f}-{high:.3f}"
+            )
         runs = " ".join(f"{s:.2f}" for s in cache_hit.seconds)
         print(f"  copier re-run, nothing changed (cache hit): {cache_hit.median:.2f} s   {runs}")
+
+
+def bootstrap_interval(ratios: list[float], resamples: int = 10_000) -> tuple[float, float]:
+    """95 % percentile-bootstrap interval of the geometric mean of paired ratios.
+
+    An interval that holds 1.0 means this run cannot tell the two tools apart."""
+    rng = random.Random(0)  # the same figures give the same interval
+    means = sorted(statistics.geometric_mean(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+    return means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, NoReturn
 
-from datasets.copier import hub, local, modelscope, s3
+from datasets.copier import s3
 from datasets.copier.errors import CopierError
 from datasets.copier.finish import Finisher
 from datasets.copier.plan import Destination, Manifest, Plan, make_plan
@@ -72,22 +72,33 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
     started = time.monotonic()
     dest = Destination(Path(args.dest))
     s3_source = hub_source = ms_source = None
-    if args.source.startswith(modelscope.SCHEME):  # ModelScope (datasets/copier/modelscope.py)
+    # Only the S3 path is imported up front: it is the one whose s5cmd should start at once.
+    if args.source.startswith("modelscope://"):  # ModelScope (datasets/copier/modelscope.py)
+        from datasets.copier import modelscope
+
+        source_module = modelscope
         ms_source = modelscope.ModelScopeSource.parse(
             args.source, endpoint_url=args.endpoint_url, token=os.environ.get(modelscope.TOKEN_ENV)
         )
         label = ms_source.label
     elif args.source.startswith("hf://"):
+        from datasets.copier import hub
+
+        source_module = hub
         hub_source = hub.HubSource.parse(
             args.source, endpoint_url=args.endpoint_url, token=os.environ.get("HF_TOKEN")
         )
         label = hub_source.label
     elif args.source.startswith("s3://"):
+        source_module = s3
         s3_source = s3.S3Source.parse(
             args.source, endpoint_url=args.endpoint_url, region=args.region, path_style=args.path_style
         )
         label = s3_source.label
     else:
+        from datasets.copier import local
+
+        source_module = local
         local_root = Path(args.source)
         label = f"local {local_root.absolute()}"
     dest.prepare()
@@ -137,12 +148,6 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
                 interval=args.progress_interval,
                 started=early_started,
             )
-            source_module = (
-                modelscope if ms_source is not None
-                else hub if hub_source is not None
-                else s3 if s3_source is not None
-                else local
-            )  # fmt: skip
             expected_md5 = source_module.expected_md5 if args.verify_md5 else None
             finisher = Finisher(
                 dest,
