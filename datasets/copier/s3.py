@@ -243,15 +243,19 @@ class InFlight:
 
     s5cmd downloads `dir/name` into `dir/name<digits>` beside it and renames it when complete.
     A look reads the folders of the next files still to finish, at most MAX_FOLDERS of them, so
-    it stays cheap however big the dataset; it may miss a file, never count one twice.
+    it stays cheap however big the dataset; it may miss a file, never count one twice. Files
+    under MIN_SIZE are not looked for: each is one GET that ends within moments, so the count of
+    finished files moves the bar, and looking would cost a folder scan per progress line for
+    nothing (a tenth of the copier's CPU on 2,000 small files).
     """
 
     MAX_FOLDERS = 64
     MAX_FILES_LOOKED_AT = 5000
+    MIN_SIZE = 8 * 2**20
 
     def __init__(self, root: Path, to_copy: list[SourceFile], finished: set[str]) -> None:
         self._root = str(root)
-        self._to_copy = to_copy
+        self._to_copy = [file for file in to_copy if file.size >= self.MIN_SIZE]
         self._finished = finished
         self._start = 0  # files before this one are all finished
 

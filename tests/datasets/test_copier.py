@@ -492,3 +492,29 @@ def test_the_sweep_removes_only_what_a_killed_s5cmd_leaves(tmp_path):
     assert Destination(tmp_path).sweep_s5cmd_leftovers(listed) == 3
     left = {str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()}
     assert left == set(files) - {"a/model.bin4026531", "a/shard-1999", "b/star77.json"}
+
+
+def test_in_flight_bytes_count_the_temporary_files_of_big_files_only(tmp_path):
+    from datasets.copier.plan import SourceFile
+    from datasets.copier.s3 import InFlight
+
+    big, small = 64 * MiB, 4096
+    to_copy = [
+        SourceFile("m/weights.bin", big, {}, "m/weights.bin"),
+        SourceFile("m/other.bin", big, {}, "m/other.bin"),
+        SourceFile("m/config.json", small, {}, "m/config.json"),
+    ]
+    write_tree(
+        tmp_path,
+        {
+            "m/weights.bin4026531": os.urandom(3 * MiB),  # s5cmd's temporary file, 3 MiB in
+            "m/other.bin77": os.urandom(MiB),
+            "m/config.json12": b"x" * 1000,  # a small file: one GET, not looked for
+            "m/unrelated.bin55": b"y" * 5000,  # not a temporary file of a file being copied
+        },
+    )
+    finished: set[str] = set()
+    in_flight = InFlight(tmp_path, to_copy, finished)
+    assert in_flight() == 4 * MiB
+    finished.add("m/weights.bin")  # renamed into place: counted as done elsewhere, not here
+    assert in_flight() == MiB
