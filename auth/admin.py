@@ -1,9 +1,52 @@
 from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 
 from auth.actions import api_token_revoke
 from auth.key_actions import inference_key_revoke
 from auth.models import ApiToken, InferenceKey, UsageHour
+from auth.user_actions import user_set_active
 from console.audit import audit_context
+
+User = get_user_model()
+
+
+class ConsoleUserAdmin(UserAdmin):
+    """Django's user admin, except that activating or deactivating goes through
+    auth.user_actions (audit row; the gateways stop accepting the user's keys at once)."""
+
+    actions = ("deactivate_users", "activate_users")
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not (change and "is_active" in form.changed_data):
+            super().save_model(request, obj, form, change)
+            return
+        wanted = obj.is_active
+        obj.is_active = not wanted  # the other fields are saved here, is_active by the action
+        super().save_model(request, obj, form, change)
+        user_set_active(user=obj, active=wanted, context=audit_context(request, via="admin"))
+
+    @admin.action(description="Deactivate selected users (their keys stop working)", permissions=["change"])
+    def deactivate_users(self, request, queryset) -> None:
+        self._set_active(request, queryset, active=False)
+
+    @admin.action(description="Activate selected users", permissions=["change"])
+    def activate_users(self, request, queryset) -> None:
+        self._set_active(request, queryset, active=True)
+
+    def _set_active(self, request, queryset, *, active: bool) -> None:
+        context = audit_context(request, via="admin")
+        mine = queryset.filter(pk=request.user.pk) if not active else queryset.none()
+        if mine.exists():
+            self.message_user(request, "You cannot deactivate yourself.", level="error")
+            return
+        changed = sum(user_set_active(user=user, active=active, context=context) for user in queryset)
+        self.message_user(request, f"{'Activated' if active else 'Deactivated'} {changed} user(s).")
+
+
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+admin.site.register(User, ConsoleUserAdmin)
 
 
 @admin.register(ApiToken)

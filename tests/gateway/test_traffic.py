@@ -299,3 +299,35 @@ def test_late_records_add_to_an_old_hour_instead_of_replacing_it(redis_prefix, m
     row = UsageHour.objects.get(key=key, service=chat)
     assert row.hour.timestamp() * 1000 == hour
     assert (row.requests, row.prompt_tokens, row.completion_tokens) == (7, 21, 14)
+
+
+def test_deactivating_the_owner_in_the_admin_stops_their_keys_within_a_second(
+    start_gateway, upstream, make_service, make_key, user, admin_user
+):
+    """The gateway caches a key with its owner's state for a minute; deactivating the owner in
+    the admin announces every key of theirs, so the gateway reloads them at once."""
+    from django.test import Client
+
+    gateway = start_gateway()
+    chat = make_service("chat", upstream.url)
+    _key, plaintext = make_key([chat])
+    url = f"{gateway.url}/chat/v1/models"
+    assert requests.get(url, headers=bearer(plaintext)).status_code == 200  # cached now
+
+    admin = Client()
+    admin.force_login(admin_user)
+    deactivated_at = time.monotonic()
+    response = admin.post(
+        "/admin/auth/user/",
+        {"action": "deactivate_users", "_selected_action": [str(user.pk)], "index": "0"},
+        follow=True,
+    )
+    assert "Deactivated 1 user(s)." in response.content.decode()
+    while True:
+        response = requests.get(url, headers=bearer(plaintext))
+        if response.status_code == 401:
+            assert "deactivated" in response.json()["error"]["message"]
+            break
+        assert response.status_code == 200
+        assert time.monotonic() - deactivated_at < 1.0, "the gateway still accepts the key after 1 s"
+        time.sleep(0.02)
