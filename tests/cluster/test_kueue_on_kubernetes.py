@@ -672,3 +672,64 @@ def test_a_service_waiting_in_kueue_shows_kueues_own_verdict(
     )
     assert admitted.observed["workloads"][0]["state"] == "Admitted"
     assert admitted.observed["workloads"][0]["flavors"] == [["nvidia.com/gpu", "default"]]
+
+
+def test_the_watcher_follows_kueues_workloads_to_their_service(
+    kueue: KubernetesCluster, namespace: str, kube_api_client: client.ApiClient
+) -> None:
+    """Kueue's verdict changes the pod's Workload, not the pod: the watcher's Workload stream
+    must report the service on each change, so its reason is current without waiting for the
+    next repair pass. Only the Workload stream runs here, so every report comes from it."""
+    import queue as queue_module
+    import threading
+
+    from deploy.clusters.kubernetes.watch import _ServiceTracker, follow_workloads
+    from deploy.clusters.kubernetes.workloads import forget_workload_resource
+
+    forget_workload_resource(kueue)
+    core = client.CoreV1Api(kube_api_client)
+    core.create_namespace({"metadata": {"name": namespace}})
+    labels = {LABEL_MANAGED_BY: MANAGED_BY, "inference.console/service": "chat"}
+    pod = core.create_namespaced_pod(
+        namespace,
+        {
+            "metadata": {"name": "chat-6d5f7c9b8-x2x4z", "labels": labels},
+            "spec": {
+                "automountServiceAccountToken": False,  # a new namespace has no token yet
+                "containers": [{"name": "server", "image": "vllm/vllm-openai:v0.6.3"}],
+            },
+        },
+    )
+    pod_dict = kube_api_client.sanitize_for_serialization(pod)
+    tracker = _ServiceTracker()
+    tracker.pod_seen("ADDED", pod_dict)  # what the pod stream tells the tracker
+    reported: queue_module.Queue[tuple[str, str]] = queue_module.Queue()
+    stopping = threading.Event()
+    follower = threading.Thread(
+        target=follow_workloads,
+        args=(kueue, tracker, lambda ns, service: reported.put((ns, service)), stopping),
+        daemon=True,
+    )
+    follower.start()
+    try:
+        workload = kueue_workload(pod_dict, "kueue-gpus")
+        kueue.dynamic.create(kueue.resource_for(API_VERSION, "Workload"), body=workload, namespace=namespace)
+        assert reported.get(timeout=DEADLINE_SECONDS) == (namespace, "chat")  # created
+        while not reported.empty():
+            reported.get_nowait()
+        pending = {"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": QUOTA_SHORT}
+        set_workload_status(kueue, workload, pending)
+        assert reported.get(timeout=DEADLINE_SECONDS) == (namespace, "chat")  # Kueue's verdict
+        # Kueue's own Events name the Workload: they map to the service too.
+        event = {
+            "involvedObject": {
+                "kind": "Workload",
+                "name": workload["metadata"]["name"],
+                "namespace": namespace,
+            }
+        }
+        assert tracker.event_seen("ADDED", event) == (namespace, "chat")
+    finally:
+        stopping.set()
+        follower.join(timeout=10)
+    assert not follower.is_alive(), "follow_workloads did not return after stop"

@@ -7,7 +7,7 @@ The modules, each a concern:
   reads, all returning plain API dicts (camelCase, as `kubectl get -o json` shows them);
 - observe: pure functions from those dicts to an Observation or a JobObservation (unit-tested
   without a cluster in tests/unit/test_kubernetes_observe.py);
-- watch: one thread per watch stream (Deployments, Pods, Events) calling on_change;
+- watch: one thread per watch stream (Deployments, Pods, Events, Kueue Workloads) calling on_change;
 - adapter: KubernetesCluster, wiring them: server-side apply under one field manager,
   delete (a service, or any kinds by label), observe (a service, a Job), watch, pod logs and nodes.
 """

@@ -61,6 +61,9 @@ class ClusterApi:
         self._api = api_client
         self._dynamic_client: DynamicClient | None = None
         self._dynamic_lock = threading.Lock()
+        # The library's discovery cache is not thread-safe: a miss invalidates and refills it
+        # while another thread may be reading it (the watcher's threads, the worker's tasks).
+        self._discovery_lock = threading.RLock()
         # A private discovery cache: the library's default is one shared file per API host in
         # /tmp, written by every process (web, worker, watcher) at once.
         self._discovery_dir = tempfile.TemporaryDirectory(prefix="infer-console-discovery-")
@@ -119,7 +122,8 @@ class ClusterApi:
 
     def _search(self, **query: Any) -> list[Resource]:
         try:
-            results = self.dynamic.resources.search(**query)
+            with self._discovery_lock:
+                results = self.dynamic.resources.search(**query)
         except ResourceNotFoundError:  # a group version listed in /apis but gone by now
             return []
         return [r for r in results if not isinstance(r, ResourceList)]

@@ -1,8 +1,10 @@
-"""Watch streams: Deployments, Pods (console labels, all namespaces) and Events, one thread each.
+"""Watch streams: Deployments, Pods (console labels, all namespaces), Events and, where Kueue is
+installed, Kueue's Workloads, one thread each.
 
 Each stream lists, then watches from the list's resourceVersion, and maps every event to the
-service it concerns; Events carry no labels, so _ServiceTracker remembers which service each
-pod and Deployment belongs to. watch_services() calls on_change once per changed service.
+service it concerns; Events and Workloads carry no console labels, so _ServiceTracker remembers
+which service each pod, Deployment and Workload belongs to. watch_services() calls on_change
+once per changed service.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from deploy.clusters.base import LABEL_MANAGED_BY, LABEL_SERVICE, MANAGED_BY
 from deploy.clusters.kubernetes.api import DEPLOYMENT, REQUEST_TIMEOUT, ClusterApi, as_dicts
 from deploy.clusters.kubernetes.errors import api_message
 from deploy.clusters.kubernetes.observe import Obj
+from deploy.clusters.kubernetes.workloads import DISCOVERY_TTL_SECONDS, JOB_UID_LABEL, workload_resource
 
 log = logging.getLogger(__package__)  # the adapter logs as deploy.clusters.kubernetes
 
@@ -30,7 +33,8 @@ WATCH_MAX_BACKOFF_SECONDS = 30.0
 
 
 def watch_services(api: ClusterApi, on_change: Callable[[str, str], None], stop: Callable[[], bool]) -> None:
-    """Follow Deployments, Pods (console labels, all namespaces) and Events until stop().
+    """Follow Deployments, Pods (console labels, all namespaces), Events and Kueue's Workloads
+    until stop().
 
     One thread per stream feeds a set of changed services; on_change runs on the calling
     thread, one call at a time (Django database connections stay on that thread), and
@@ -64,6 +68,15 @@ def watch_services(api: ClusterApi, on_change: Callable[[str, str], None], stop:
         )
         for stream in streams
     ]
+    # Kueue's verdict on a pod (quota short, admitted, evicted) changes the Workload, not the pod.
+    threads.append(
+        threading.Thread(
+            target=follow_workloads,
+            args=(api, tracker, notify, stopping),
+            name="k8s-watch-workloads",
+            daemon=True,
+        )
+    )
     for thread in threads:
         thread.start()
     try:
@@ -109,6 +122,20 @@ def _follow(
             log.warning("watch %s failed: %s; retrying in %.0f s", stream.name, exc, backoff)
         stopping.wait(backoff)
         backoff = min(backoff * 2, WATCH_MAX_BACKOFF_SECONDS)
+
+
+def follow_workloads(
+    api: ClusterApi, tracker: _ServiceTracker, notify: Callable[[str, str], None], stopping: threading.Event
+) -> None:
+    """Kueue's Workloads of pods (pod integration), once the cluster serves the kind: discovery
+    is asked again every DISCOVERY_TTL_SECONDS, so installing Kueue later needs no restart."""
+    while not stopping.is_set():
+        resource = workload_resource(api)
+        if resource is not None:
+            stream = _Stream("workloads", resource, JOB_UID_LABEL, tracker.workload_seen)
+            _follow(api, stream, notify, stopping)
+            return
+        stopping.wait(DISCOVERY_TTL_SECONDS)
 
 
 def _relist(api: ClusterApi, stream: _Stream, notify: Callable[[str, str], None]) -> str:
@@ -182,6 +209,7 @@ class _ServiceTracker:
         self._lock = threading.Lock()
         self._deployments: dict[tuple[str, str], str] = {}
         self._pods: dict[tuple[str, str], str] = {}
+        self._workloads: dict[tuple[str, str], str] = {}
 
     def deployment_seen(self, event_type: str, obj: Obj) -> tuple[str, str] | None:
         return self._seen(self._deployments, event_type, obj)
@@ -206,6 +234,26 @@ class _ServiceTracker:
                 known[(namespace, name)] = service
         return namespace, service
 
+    def workload_seen(self, event_type: str, obj: Obj) -> tuple[str, str] | None:
+        """A Workload of Kueue's pod integration belongs to the service of the pod that owns it."""
+        if event_type == "SYNCED":
+            with self._lock:
+                self._workloads.clear()
+            return None
+        metadata = obj.get("metadata") or {}
+        namespace, name = metadata.get("namespace", ""), metadata.get("name", "")
+        owners = [o.get("name", "") for o in metadata.get("ownerReferences") or [] if o.get("kind") == "Pod"]
+        service = self.service_for(namespace, "Pod", owners[0]) if owners else None
+        service = service or self.service_for(namespace, "Workload", name)
+        if not (namespace and name and service):
+            return None
+        with self._lock:
+            if event_type == "DELETED":
+                self._workloads.pop((namespace, name), None)
+            else:
+                self._workloads[(namespace, name)] = service
+        return namespace, service
+
     def event_seen(self, _event_type: str, obj: Obj) -> tuple[str, str] | None:
         involved = obj.get("involvedObject") or {}
         namespace = involved.get("namespace") or (obj.get("metadata") or {}).get("namespace") or ""
@@ -223,4 +271,6 @@ class _ServiceTracker:
                 return self._deployments.get((namespace, name.rsplit("-", 1)[0]))
             if kind == "Deployment":
                 return self._deployments.get((namespace, name))
+            if kind == "Workload":  # Kueue's events about a pod's Workload
+                return self._workloads.get((namespace, name))
         return None
