@@ -17,14 +17,25 @@ class ConsoleUserAdmin(UserAdmin):
 
     actions = ("deactivate_users", "activate_users")
 
+    def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
+        if obj is not None and obj.pk == request.user.pk:
+            return (*fields, "is_active")  # nobody locks themselves out
+        return fields
+
     def save_model(self, request, obj, form, change) -> None:
-        if not (change and "is_active" in form.changed_data):
+        if not change:
             super().save_model(request, obj, form, change)
             return
-        wanted = obj.is_active
-        obj.is_active = not wanted  # the other fields are saved here, is_active by the action
-        super().save_model(request, obj, form, change)
-        user_set_active(user=obj, active=wanted, context=audit_context(request, via="admin"))
+        # Every field but is_active is saved here (a form loaded before someone else deactivated
+        # the user must not write it back); is_active only by the action.
+        obj.save(
+            update_fields=[
+                f.name for f in obj._meta.concrete_fields if not f.primary_key and f.name != "is_active"
+            ]
+        )
+        if "is_active" in form.changed_data:
+            user_set_active(user=obj, active=obj.is_active, context=audit_context(request, via="admin"))
 
     @admin.action(description="Deactivate selected users (their keys stop working)", permissions=["change"])
     def deactivate_users(self, request, queryset) -> None:

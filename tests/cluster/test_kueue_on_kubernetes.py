@@ -733,3 +733,19 @@ def test_the_watcher_follows_kueues_workloads_to_their_service(
         stopping.set()
         follower.join(timeout=10)
     assert not follower.is_alive(), "follow_workloads did not return after stop"
+
+    # And the watcher runs that stream beside its other three.
+    stop = threading.Event()
+    watcher = threading.Thread(target=kueue.watch, args=(lambda *_: None, stop.is_set), daemon=True)
+    watcher.start()
+    try:
+        stack.wait_until(
+            lambda: {t.name for t in threading.enumerate()},
+            lambda names: "k8s-watch-workloads" in names,
+            timeout=DEADLINE_SECONDS,
+            what="the watcher's Workload stream",
+        )
+    finally:
+        stop.set()
+        watcher.join(timeout=10)
+    assert not watcher.is_alive()

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import time
+
+import redis
+from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from console.models import AuditEvent
+from gateway import conf
 
 
 def change_form_data(client, user) -> dict[str, object]:
@@ -61,3 +67,40 @@ def test_the_admin_actions_activate_and_deactivate_but_never_oneself(client, adm
         AuditEvent.objects.filter(object_type="user").order_by("id").values_list("action", flat=True)
     )
     assert actions == ["deactivate", "activate"]
+
+
+def test_the_change_form_announces_the_users_keys_to_the_gateways(
+    client, admin_user, user, make_service, make_key, redis_prefix, django_capture_on_commit_callbacks
+):
+    key, _plaintext = make_key([make_service("chat", None)])
+    revoked, _ = make_key([make_service("other", None)], name="old")
+    revoked.revoked_at = revoked.created_at
+    revoked.save(update_fields=["revoked_at"])
+    subscriber = redis.Redis.from_url(settings.REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    subscriber.subscribe(conf.invalidation_channel())
+    client.force_login(admin_user)
+    data = change_form_data(client, user)
+    del data["is_active"]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(f"/admin/auth/user/{user.pk}/change/", data)
+    assert response.status_code == 302
+    messages = []
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not messages:
+        message = subscriber.get_message(timeout=0.5)
+        if message is not None:
+            messages.append(json.loads(message["data"]))
+    subscriber.close()
+    assert messages == [{"kind": "key", "prefix": key.prefix}]  # the live key only
+
+
+def test_an_admin_cannot_untick_their_own_active_box(client, admin_user):
+    client.force_login(admin_user)
+    data = change_form_data(client, admin_user)
+    assert "is_active" not in data or data["is_active"] == "on"
+    data.pop("is_active", None)  # as if unticked: the field is read-only, so it is ignored
+    response = client.post(f"/admin/auth/user/{admin_user.pk}/change/", data)
+    assert response.status_code == 302
+    admin_user.refresh_from_db()
+    assert admin_user.is_active
+    assert not AuditEvent.objects.filter(object_type="user").exists()

@@ -18,7 +18,7 @@ from kubernetes import watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic.resource import Resource
 
-from deploy.clusters.base import LABEL_MANAGED_BY, LABEL_SERVICE, MANAGED_BY
+from deploy.clusters.base import LABEL_MANAGED_BY, LABEL_SERVICE, MANAGED_BY, ClusterError
 from deploy.clusters.kubernetes.api import DEPLOYMENT, REQUEST_TIMEOUT, ClusterApi, as_dicts
 from deploy.clusters.kubernetes.errors import api_message
 from deploy.clusters.kubernetes.observe import Obj
@@ -130,7 +130,14 @@ def follow_workloads(
     """Kueue's Workloads of pods (pod integration), once the cluster serves the kind: discovery
     is asked again every DISCOVERY_TTL_SECONDS, so installing Kueue later needs no restart."""
     while not stopping.is_set():
-        resource = workload_resource(api)
+        try:
+            resource = workload_resource(api)
+        except ClusterError as exc:  # the API server is unreachable for now: ask again later
+            log.warning(
+                "watch workloads: discovery failed: %s; retrying in %.0f s", exc, WATCH_MAX_BACKOFF_SECONDS
+            )
+            stopping.wait(WATCH_MAX_BACKOFF_SECONDS)
+            continue
         if resource is not None:
             stream = _Stream("workloads", resource, JOB_UID_LABEL, tracker.workload_seen)
             _follow(api, stream, notify, stopping)
