@@ -284,7 +284,7 @@ def print_table(files: FileSet, timings: dict[str, Timing], cache_hit: Timing) -
             f"  copier x s5cmd round by round: median {statistics.median(paired):.2f}, "
             f"{min(paired):.2f}-{max(paired):.2f}   {' '.join(f'{r:.2f}' for r in paired)}"
         )
-        if len(paired) >= 5:
+        if len(paired) >= 8:  # fewer rounds give a falsely narrow interval
             low, high = bootstrap_interval(paired)
             print(
                 f"  copier x s5cmd, geometric mean of the rounds: {statistics.geometric_mean(paired):.3f}, "

@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
     dest = Destination(Path(args.dest))
     s3_source = hub_source = ms_source = None
     # Only the S3 path is imported up front: it is the one whose s5cmd should start at once.
-    if args.source.startswith("modelscope://"):  # ModelScope (datasets/copier/modelscope.py)
+    if args.source.startswith("modelscope://"):  # modelscope.SCHEME, before importing it
         from datasets.copier import modelscope
 
         source_module = modelscope
