@@ -54,6 +54,16 @@ def as_dicts(_client: Any, data: Any) -> Any:
     return data
 
 
+class _DynamicClient(DynamicClient):
+    """DynamicClient whose requests time out unless the caller says otherwise: its discovery
+    requests (at construction, and on a cache miss) are sent without a timeout, and a hung API
+    server would hang them, and every thread waiting for the discovery lock, for good."""
+
+    def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        params.setdefault("_request_timeout", REQUEST_TIMEOUT)
+        return super().request(method, path, body, **params)
+
+
 class ClusterApi:
     """An ApiClient with a DynamicClient built on first use, for discovery and reads."""
 
@@ -78,7 +88,7 @@ class ClusterApi:
         with self._dynamic_lock:
             if self._dynamic_client is None:
                 with api_errors(f"cannot discover the API of {self.host}"):
-                    self._dynamic_client = DynamicClient(
+                    self._dynamic_client = _DynamicClient(
                         self._api, cache_file=f"{self._discovery_dir.name}/discovery.json"
                     )
             return self._dynamic_client
