@@ -162,27 +162,36 @@ class Destination:
 class Manifest:
     """What earlier runs copied here: the manifest file plus the journal appended since."""
 
-    def __init__(self, dest: Destination, source: str, files: dict[str, dict[str, Any]]) -> None:
+    def __init__(
+        self, dest: Destination, source: str, files: dict[str, dict[str, Any]], *, changed: bool = True
+    ) -> None:
         self.dest = dest
         self.source = source
         self.files = files
         self._journal_fd: int | None = None
+        # False only when the manifest file says all there is: a run that copies and removes
+        # nothing (a cache hit) then writes nothing, so it cannot stall behind the disk.
+        self.changed = changed
 
     @classmethod
     def load(cls, dest: Destination, source: str) -> Manifest:
         files: dict[str, dict[str, Any]] = {}
+        changed = True
         try:
             data = json.loads((dest.root / MANIFEST).read_text())
             if isinstance(data, dict) and isinstance(data.get("files"), dict):
                 files = data["files"]
+                changed = False
                 if data.get("source") != source:
                     # Another source was copied here: keep the list (to remove what is not in
                     # this source) but trust no version, so everything is copied again.
                     files = {path: {**record, "stale": True} for path, record in files.items()}
+                    changed = True
         except (OSError, ValueError):
             pass  # no manifest (first run) or a damaged one: everything counts as missing
         try:
             with open(dest.root / JOURNAL) as journal:
+                changed = True  # what the journal adds goes into the manifest
                 for line in journal:
                     try:
                         entries = json.loads(line)
@@ -195,9 +204,10 @@ class Manifest:
                             files[entry["path"]] = entry["record"]
         except OSError:
             pass
-        return cls(dest, source, files)
+        return cls(dest, source, files, changed=changed)
 
     def _append(self, entries: list[dict[str, Any]]) -> None:
+        self.changed = True
         if self._journal_fd is None:
             self._journal_fd = os.open(
                 self.dest.root / JOURNAL, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
@@ -223,6 +233,8 @@ class Manifest:
         self._append([{"path": path, "deleted": True}])
 
     def save(self) -> None:
+        if not self.changed:
+            return
         data = {"version": 1, "source": self.source, "files": dict(sorted(self.files.items()))}
         target = self.dest.root / MANIFEST
         temporary = target.with_name(MANIFEST + ".tmp")

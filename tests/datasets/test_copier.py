@@ -416,9 +416,13 @@ def test_a_local_folder_is_copied_and_then_copied_incrementally(tmp_path):
     assert first.last["md5_verified"] == 4
     assert leftovers(dest) == []
 
+    manifest = dest / ".prewarm-manifest.json"
+    written = (manifest.stat().st_ino, manifest.stat().st_mtime_ns)
     hit = copy_local(source, dest)
     assert (hit.first("plan")["files_skipped"], hit.first("plan")["files_to_copy"]) == (4, 0)
     assert hit.last["files_copied"] == 0  # how long it takes is measured by bench/prewarm.py
+    # Nothing changed, nothing written: a cache hit cannot stall behind a busy disk.
+    assert (manifest.stat().st_ino, manifest.stat().st_mtime_ns) == written
 
     # Same size, newer mtime: copied again. Different size: copied. Deleted: removed.
     vocab = source / "tokenizer/vocab.txt"
@@ -436,6 +440,10 @@ def test_a_local_folder_is_copied_and_then_copied_incrementally(tmp_path):
     assert tree(dest) == tree(source)
     after = (dest / "weights/model-00001-of-00002.safetensors").stat()
     assert (after.st_ino, after.st_mtime_ns) == (untouched.st_ino, untouched.st_mtime_ns)
+    assert manifest.stat().st_ino != written[0]  # rewritten with the changes
+    assert set(json.loads(manifest.read_text())["files"]) == set(files) - {
+        "weights/model-00002-of-00002.safetensors"
+    }
 
 
 def test_a_missing_or_empty_local_folder_says_so(tmp_path):
