@@ -46,11 +46,10 @@ class ConsoleUserAdmin(UserAdmin):
         self._set_active(request, queryset, active=True)
 
     def _set_active(self, request, queryset, *, active: bool) -> None:
-        context = audit_context(request, via="admin")
-        mine = queryset.filter(pk=request.user.pk) if not active else queryset.none()
-        if mine.exists():
+        if not active and queryset.filter(pk=request.user.pk).exists():
             self.message_user(request, "You cannot deactivate yourself.", level="error")
             return
+        context = audit_context(request, via="admin")
         changed = sum(user_set_active(user=user, active=active, context=context) for user in queryset)
         self.message_user(request, f"{'Activated' if active else 'Deactivated'} {changed} user(s).")
 

@@ -73,7 +73,7 @@ class ClusterApi:
         self._dynamic_lock = threading.Lock()
         # The library's discovery cache is not thread-safe: a miss invalidates and refills it
         # while another thread may be reading it (the watcher's threads, the worker's tasks).
-        self._discovery_lock = threading.RLock()
+        self._discovery_lock = threading.Lock()
         # A private discovery cache: the library's default is one shared file per API host in
         # /tmp, written by every process (web, worker, watcher) at once.
         self._discovery_dir = tempfile.TemporaryDirectory(prefix="infer-console-discovery-")
