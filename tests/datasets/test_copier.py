@@ -511,7 +511,9 @@ def test_in_flight_bytes_count_the_temporary_files_of_big_files_only(tmp_path):
         SourceFile("m/weights.bin", big, {}, "m/weights.bin"),
         SourceFile("m/other.bin", big, {}, "m/other.bin"),
         SourceFile("m/config.json", small, {}, "m/config.json"),
+        SourceFile("m/shard-1", big, {}, "m/shard-1"),
     ]
+    listed = [file.path for file in to_copy] + ["m/shard-12"]  # shard-12: in place from a run before
     write_tree(
         tmp_path,
         {
@@ -519,10 +521,11 @@ def test_in_flight_bytes_count_the_temporary_files_of_big_files_only(tmp_path):
             "m/other.bin77": os.urandom(MiB),
             "m/config.json12": b"x" * 1000,  # a small file: one GET, not looked for
             "m/unrelated.bin55": b"y" * 5000,  # not a temporary file of a file being copied
+            "m/shard-12": b"z" * 7000,  # shard-1 plus digits, but a listed file: not shard-1's
         },
     )
     finished: set[str] = set()
-    in_flight = InFlight(tmp_path, to_copy, finished)
+    in_flight = InFlight(tmp_path, to_copy, finished, listed)
     assert in_flight() == 4 * MiB
     finished.add("m/weights.bin")  # renamed into place: counted as done elsewhere, not here
     assert in_flight() == MiB
