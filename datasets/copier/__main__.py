@@ -103,7 +103,7 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
         label = f"local {local_root.absolute()}"
     dest.prepare()
     with dest.locked() as lock_fd:
-        interrupted = dest.begin()  # clears what an interrupted run left half-written
+        interrupted = dest.was_interrupted()
         manifest = Manifest.load(dest, label)
         early, early_started = None, None
         if (
@@ -115,6 +115,7 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
             # A first run copies everything, so s5cmd starts on the whole prefix now, while a
             # second s5cmd lists it: the copy need not wait for the listing.
             early_started = time.monotonic()
+            dest.start_changing()
             early = s3.start_copy(s3_source, workers=args.workers, lock_fd=lock_fd)
             early.send([s3.everything_command(s3_source, dest.root)])
         progress = finisher = plan = None
@@ -130,6 +131,8 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
                 listed, others = local.list_files(local_root, dest.root)
             plan = make_plan(listed, manifest, dest)
             plan.ignored += [p for p in others if p and not p.endswith("/")]
+            if early is None and (plan.to_copy or plan.removed):
+                dest.start_changing()
             for path, _size in plan.removed:
                 dest.remove(path)
                 manifest.forget(path)
@@ -196,7 +199,7 @@ def run(args: argparse.Namespace, emitter: Emitter) -> None:
                 # (Only an S3 copy starts early, and a completed copy had its plan.)
                 if plan is not None or early is None:
                     dest.clear_partial()
-                # else s5cmd copied before the listing failed: the next run sweeps (see begin()).
+                # else s5cmd copied before the listing failed: the next run sweeps (see was_interrupted()).
 
     files = sorted((f.path, f.size) for f in plan.files)
     for i in range(0, len(files), FILES_PER_LINE):

@@ -5,10 +5,11 @@ The destination is a cache folder owned by the copier. Besides the copied tree i
   object's LastModified when the server gives no ETag; mtime for local sources);
 - `.prewarm-journal.jsonl`: one line appended per batch of files finished (or removed) since
   the manifest was last written, so a killed copier loses nothing it had finished;
-- `.prewarm-partial/`: there while a copy runs (found at the start, it says the last run was cut
-  short); local and hub copies write their temporary files in it and rename them into place
-  once checked. s5cmd writes beside the final name instead (`name<digits>`, renamed when
-  complete), so a file at its final name is always complete either way;
+- `.prewarm-partial/`: there while a run copies or removes files (found at the start, it says
+  the last such run was cut short; a run with nothing to change never creates it); local and
+  hub copies write their temporary files in it and rename them into place once checked. s5cmd
+  writes beside the final name instead (`name<digits>`, renamed when complete), so a file at
+  its final name is always complete either way;
 - `.prewarm-lock`: held while a copier works here (also by its s5cmd child).
 """
 
@@ -72,11 +73,14 @@ class Destination:
         return self.partial_root / path
 
     def prepare(self) -> None:
-        try:
+        with self._writing():
             self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".prewarm-write-test"
-            probe.write_bytes(b"")
-            probe.unlink()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A failed write to the destination as the error a person can act on."""
+        try:
+            yield
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise CopierError("NoSpace", f"{self.root} is full: {exc.strerror}.") from exc
@@ -90,7 +94,8 @@ class Destination:
     def locked(self) -> Iterator[int]:
         """One copier per destination. The lock is an flock: it also stays held by s5cmd (which
         inherits the descriptor) until that child is gone, so a re-run never races a leftover."""
-        fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        with self._writing():
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         try:
             while True:
@@ -116,14 +121,20 @@ class Destination:
         file), so they go; the files that run finished are already at their final names."""
         shutil.rmtree(self.partial_root, ignore_errors=True)
 
-    def begin(self) -> bool:
-        """Clear what an interrupted run left in the temporary folder and create it afresh; it
-        stays while this run copies, so finding it at the start means the last run was cut
-        short. True then: s5cmd's own temporary files may be lying next to the final ones."""
-        interrupted = self.partial_root.exists()
+    def was_interrupted(self) -> bool:
+        """The temporary folder stays while a run changes files (see start_changing), so finding
+        it means the last such run was cut short: s5cmd's own temporary files may then be lying
+        next to the final ones."""
+        return self.partial_root.exists()
+
+    def start_changing(self) -> None:
+        """Clear what an interrupted run left in the temporary folder and create it afresh, just
+        before this run writes or removes a file. Not earlier: a run with nothing to change
+        (a cache hit) then writes nothing, not even this folder, and cannot wait behind a disk
+        busy writing back a big copy (a folder's creation can, for seconds)."""
         self.clear_partial()
-        self.partial_root.mkdir()
-        return interrupted
+        with self._writing():
+            self.partial_root.mkdir()
 
     def sweep_s5cmd_leftovers(self, listed: set[str]) -> int:
         """Remove what a killed s5cmd left: it downloads `dir/name` into a temporary `dir/name<digits>`

@@ -240,9 +240,11 @@ def test_a_rerun_skips_everything_and_then_copies_only_what_changed(s3_server, s
     assert copy_s3(s3_server, s3_bucket, "models/tiny", dest).returncode == 0
     weights = dest / "model.safetensors"
     weights_before = weights.stat()
+    folder_before = dest.stat().st_mtime_ns
 
     hit = copy_s3(s3_server, s3_bucket, "models/tiny", dest)
     assert hit.returncode == 0
+    assert dest.stat().st_mtime_ns == folder_before  # nothing created or removed in it
     plan = hit.first("plan")
     assert (plan["files_skipped"], plan["files_to_copy"]) == (4, 0)
     assert plan["bytes_skipped"] == plan["bytes_total"]
@@ -417,12 +419,13 @@ def test_a_local_folder_is_copied_and_then_copied_incrementally(tmp_path):
     assert leftovers(dest) == []
 
     manifest = dest / ".prewarm-manifest.json"
-    written = (manifest.stat().st_ino, manifest.stat().st_mtime_ns)
+    written = (manifest.stat().st_ino, manifest.stat().st_mtime_ns, dest.stat().st_mtime_ns)
     hit = copy_local(source, dest)
     assert (hit.first("plan")["files_skipped"], hit.first("plan")["files_to_copy"]) == (4, 0)
     assert hit.last["files_copied"] == 0  # how long it takes is measured by bench/prewarm.py
-    # Nothing changed, nothing written: a cache hit cannot stall behind a busy disk.
-    assert (manifest.stat().st_ino, manifest.stat().st_mtime_ns) == written
+    # Nothing changed, nothing written, not even a file or folder created and removed (the
+    # folder's mtime): a cache hit cannot stall behind a disk busy writing back a big copy.
+    assert (manifest.stat().st_ino, manifest.stat().st_mtime_ns, dest.stat().st_mtime_ns) == written
 
     # Same size, newer mtime: copied again. Different size: copied. Deleted: removed.
     vocab = source / "tokenizer/vocab.txt"
@@ -452,6 +455,14 @@ def test_a_missing_or_empty_local_folder_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     empty = copy_local(tmp_path / "empty", tmp_path / "cache")
     assert (empty.returncode, empty.last["reason"]) == (2, "EmptySource")
+
+
+def test_a_destination_that_cannot_be_written_says_so(tmp_path):
+    write_tree(tmp_path / "export", {"config.json": b"{}"})
+    (tmp_path / "volume").write_bytes(b"")  # a file where the cache volume should be a folder
+    run = copy_local(tmp_path / "export", tmp_path / "volume/cache")
+    assert (run.returncode, run.last["reason"]) == (2, "DestinationUnwritable")
+    assert "volume/cache" in run.last["message"] and "read-write" in run.last["message"]
 
 
 def test_folders_whose_objects_all_need_copying_become_one_wildcard():
