@@ -54,12 +54,16 @@ class Dataset(models.Model):
     )
     description = models.CharField(max_length=200, blank=True)
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.NFS)
-    nfs_server = models.CharField(max_length=253, blank=True, help_text="NFS server host or IP.")
-    nfs_path = models.CharField(max_length=1024, blank=True, help_text="Exported path, e.g. /exports/models.")
-    s3_endpoint = models.URLField(blank=True, help_text="Endpoint URL; empty for AWS.")
-    s3_bucket = models.CharField(max_length=63, blank=True)
-    s3_prefix = models.CharField(max_length=1024, blank=True)
-    s3_region = models.CharField(max_length=32, blank=True)
+    nfs_server = models.CharField(
+        "NFS server", max_length=253, blank=True, help_text="NFS server host or IP."
+    )
+    nfs_path = models.CharField(
+        "NFS path", max_length=1024, blank=True, help_text="Exported path, e.g. /exports/models."
+    )
+    s3_endpoint = models.URLField("S3 endpoint", blank=True, help_text="Endpoint URL; empty for AWS.")
+    s3_bucket = models.CharField("S3 bucket", max_length=63, blank=True)
+    s3_prefix = models.CharField("S3 prefix", max_length=1024, blank=True)
+    s3_region = models.CharField("S3 region", max_length=32, blank=True)
     s3_path_style = models.BooleanField(
         "S3 path-style addressing", default=False, help_text="Needed by most non-AWS servers (MinIO, Ceph)."
     )
@@ -88,8 +92,10 @@ class Dataset(models.Model):
     )
     # Access key and secret (and the hub token), encrypted (console.crypto); never shown back, only replaced.
     credentials_encrypted = models.TextField(blank=True, editable=False)
-    local_path = models.CharField(max_length=1024, blank=True, help_text="Absolute path on the GPU nodes.")
-    pvc_name = models.CharField(max_length=253, blank=True, validators=[validate_dns_label])
+    local_path = models.CharField(
+        "node path", max_length=1024, blank=True, help_text="Absolute path on the GPU nodes."
+    )
+    pvc_name = models.CharField("PVC name", max_length=253, blank=True, validators=[validate_dns_label])
     cache_size = models.CharField(
         max_length=16,
         blank=True,
@@ -112,6 +118,7 @@ class Dataset(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    PREWARMED_KINDS = (Kind.NFS, Kind.S3, Kind.HUB, Kind.MODELSCOPE)
     # Which fields each kind needs; the form and the API report a missing one next to the field.
     REQUIRED_FIELDS = {
         Kind.NFS: ("nfs_server", "nfs_path"),
@@ -127,7 +134,7 @@ class Dataset(models.Model):
         for field in self.REQUIRED_FIELDS.get(self.kind, ()):
             if not getattr(self, field):
                 label = self._meta.get_field(field).verbose_name
-                errors[field] = f"A {self.get_kind_display()} dataset needs its {label}."
+                errors[field] = f"Give the {label}: a dataset of kind {self.get_kind_display()} needs it."
         if self.nfs_server and not _is_host(self.nfs_server):
             errors["nfs_server"] = "Give a host name or an IP address, e.g. nfs.example.com or 10.0.0.5."
         if self.kind in (self.Kind.HUB, self.Kind.MODELSCOPE):
@@ -152,7 +159,7 @@ class Dataset(models.Model):
     def prewarmed(self) -> bool:
         """NFS, S3 and hub (Hugging Face, ModelScope) files are copied into a cluster-local PVC;
         PVCs and node paths are used in place."""
-        return self.kind in {self.Kind.NFS, self.Kind.S3, self.Kind.HUB, self.Kind.MODELSCOPE}
+        return self.kind in self.PREWARMED_KINDS
 
     @property
     def cache_claim_name(self) -> str:

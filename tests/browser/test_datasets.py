@@ -69,3 +69,40 @@ def test_s3_dataset_prewarms_with_progress_and_the_picker_fills_the_model_path(
     page.wait_for_url(re.compile(r"/services/\d+/$"))
     expect(page.get_by_test_id("phase")).to_have_text("Running", timeout=30_000)
     assert InferenceService.objects.get(name="llama").model_path == "org/llama"
+
+
+def test_the_dataset_form_shows_the_fields_of_the_chosen_kind_only(page, live_server, admin_user, login):
+    login("root", "root-password-1")
+    page.goto(f"{live_server.url}/datasets/new/")
+    section = {
+        name: page.get_by_test_id(f"section-{name}")
+        for name in ("dataset", "nfs-export", "s3-bucket", "repository", "existing-pvc", "cluster-local-copy")
+    }
+
+    def shown() -> set[str]:
+        return {name for name, locator in section.items() if locator.is_visible()}
+
+    assert shown() == {"dataset", "nfs-export", "cluster-local-copy"}  # NFS, the default kind
+    expect(page.locator("#field-nfs_server label")).to_have_text("NFS server")
+    page.fill("#id_name", "switched")
+    page.fill("#id_nfs_server", "bad host!")  # typed, then another kind is chosen: not sent
+    page.select_option("#id_kind", "hf")
+    expect(section["repository"]).to_be_visible()
+    assert shown() == {"dataset", "repository", "cluster-local-copy"}
+    page.select_option("#id_kind", "s3")
+    expect(section["s3-bucket"]).to_be_visible()
+    assert shown() == {"dataset", "s3-bucket", "cluster-local-copy"}
+    page.select_option("#id_kind", "pvc")
+    expect(section["existing-pvc"]).to_be_visible()
+    assert shown() == {"dataset", "existing-pvc"}  # used in place: no copy to size
+
+    page.click("button[type=submit]")
+    expect(page.locator("#field-pvc_name .field-errors")).to_have_text(
+        "Give the PVC name: a dataset of kind Existing PVC needs it."
+    )
+    assert shown() == {"dataset", "existing-pvc"}  # the page comes back on the kind chosen
+    page.fill("#id_pvc_name", "team-models")
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/datasets/\d+/$"))
+    dataset = Dataset.objects.get(name="switched")
+    assert (dataset.kind, dataset.pvc_name, dataset.nfs_server) == ("pvc", "team-models", "")

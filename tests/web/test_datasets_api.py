@@ -39,6 +39,17 @@ def test_bad_datasets_are_400_with_the_field_and_create_nothing(api, payload, fi
     assert not Dataset.objects.exists()
 
 
+def test_a_missing_field_of_the_kind_is_named_in_words():
+    from datasets.forms import DatasetForm
+
+    form = DatasetForm(data={"name": "d", "kind": "s3"})
+    assert not form.is_valid()
+    assert form.errors["s3_bucket"] == ["Give the S3 bucket: a dataset of kind S3 needs it."]
+    # The page shows the form by sections, one kind's at a time: every field is in exactly one.
+    placed = [name for _title, _kinds, names in DatasetForm.SECTIONS for name in names]
+    assert sorted(placed) == sorted(DatasetForm().fields)
+
+
 def test_hosts_and_ips_are_accepted_as_nfs_servers(api):
     for i, server in enumerate(["10.0.0.5", "nfs.example.com", "fd00::5", "filer-1"]):
         response = api.post(
