@@ -95,9 +95,12 @@ def service_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 def service_status_partial(request: HttpRequest, pk: int) -> HttpResponse:
     """Polled by htmx while the service is not terminal; the response stops the polling when it is."""
     service = _get_service(request, pk)
-    return render(
+    response = render(
         request, "services/_status.html", {"service": service, "events": service_events(service=service)}
     )
+    if request.GET.get("shown", service.phase) != service.phase:
+        response["HX-Trigger"] = "service-phase-changed"  # the playground and the spec reload
+    return response
 
 
 @login_required

@@ -67,8 +67,15 @@ def test_s3_dataset_prewarms_with_progress_and_the_picker_fills_the_model_path(
     page.select_option("#id_queue", label=queue.name)
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/services/\d+/$"))
+    # The page opens before the pod is up (the simulated pull and load take 8 s) ...
+    expect(page.get_by_test_id("playground-closed")).to_be_visible()
     expect(page.get_by_test_id("phase")).to_have_text("Running", timeout=30_000)
-    assert InferenceService.objects.get(name="llama").model_path == "org/llama"
+    service = InferenceService.objects.get(name="llama")
+    assert service.model_path == "org/llama"
+    # ... and its other panels follow the phase without a reload: the playground opens and the
+    # spec shows the revision applied.
+    expect(page.locator("#playground form")).to_be_visible()
+    expect(page.get_by_test_id("spec-revision")).to_have_text(service.applied_revision)
 
 
 def test_the_dataset_form_shows_the_fields_of_the_chosen_kind_only(page, live_server, admin_user, login):
