@@ -170,6 +170,9 @@ class InferenceServiceForm(PolicyFieldsMixin, forms.ModelForm):
             self.fields["team"].queryset = user.teams.order_by("name")
         self.fields["dataset"].queryset = Dataset.objects.exclude(phase=Dataset.Phase.FAILED).order_by("name")
         self.fields["image"].widget.attrs["placeholder"] = "empty: the runtime's default image"
+        # Shown (and sent) only in the custom affinity mode: see console.js, showChosenParts.
+        custom = f"id_affinity_mode {InferenceService.Affinity.CUSTOM}"
+        self.fields["node_rules"].shown_for = self.fields["tolerations"].shown_for = custom
 
     def clean_env(self):
         return parse_env(self.cleaned_data.get("env", ""))

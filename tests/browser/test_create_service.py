@@ -49,6 +49,14 @@ def test_admin_creates_queue_dataset_and_service_and_sees_it_run(
     # Fix it; everything else the user typed is still there.
     expect(page.locator("#id_model_path")).to_have_value("THUDM/chatglm2-6b")
     page.fill("#id_name", "chatglm2")
+    # Node rules and tolerations show in the custom affinity mode only; typed there and then
+    # left for the automatic mode, they are not sent (the model would refuse them).
+    expect(page.locator("#field-node_rules")).to_be_hidden()
+    page.select_option("#id_affinity_mode", "custom")
+    page.fill("#id_node_rules", "topology.kubernetes.io/zone In zone-a")
+    page.fill("#id_tolerations", "dedicated=inference:NoSchedule")
+    page.select_option("#id_affinity_mode", "auto")
+    expect(page.locator("#field-tolerations")).to_be_hidden()
     page.click("button[type=submit]")
     page.wait_for_url(re.compile(r"/services/\d+/$"))
 
