@@ -80,7 +80,14 @@ def test_s3_dataset_prewarms_with_progress_and_the_picker_fills_the_model_path(
 
 def test_the_dataset_form_shows_the_fields_of_the_chosen_kind_only(page, live_server, admin_user, login):
     login("root", "root-password-1")
+    failed: list[str] = []
+    page.on("response", lambda response: failed.append(response.url) if response.status >= 400 else None)
     page.goto(f"{live_server.url}/datasets/new/")
+    page.wait_for_load_state("networkidle")
+    assert failed == []  # every script and style sheet loads
+    # Browsers ask for /favicon.ico (a 404 in every log) unless the page names an icon.
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    assert icon and page.request.get(f"{live_server.url}{icon}").ok
     section = {
         name: page.get_by_test_id(f"section-{name}")
         for name in ("dataset", "nfs-export", "s3-bucket", "repository", "existing-pvc", "cluster-local-copy")
