@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import ProtectedError
 
+from console.audit import AuditContext, audit_record
 from datasets.models import Dataset, DatasetEvent
 
 DATASET_FIELDS = (
@@ -144,11 +145,20 @@ def dataset_set_phase(*, dataset_id: int, phase: str, message: str, from_phases:
     return bool(changed)
 
 
-def dataset_delete(*, dataset: Dataset) -> None:
+def dataset_delete(*, dataset: Dataset, context: AuditContext) -> None:
+    """Refused while a service uses it; the cluster copy (PVC) goes after commit."""
     if dataset.services.exclude(phase="Deleted").exists():
         raise ValidationError("Delete the services that use this dataset first.")
     name, copied = dataset.name, dataset.prewarmed
     with transaction.atomic():
+        # Before the delete, while the row has its id; a refused delete rolls it back.
+        audit_record(
+            context=context,
+            action="delete",
+            obj=dataset,
+            object_type="dataset",
+            changes={"kind": [dataset.kind, None]},
+        )
         try:
             dataset.delete()
         except ProtectedError:

@@ -4,6 +4,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from console.api import ModelValidatedSerializer
+from console.audit import audit_context
 from datasets.actions import (
     CREDENTIAL_FIELDS,
     DATASET_FIELDS,
@@ -69,7 +70,7 @@ class DatasetViewSet(
         return Response(self.get_serializer(dataset).data)
 
     def perform_destroy(self, instance):
-        dataset_delete(dataset=instance)
+        dataset_delete(dataset=instance, context=audit_context(self.request, via="api"))
 
     @extend_schema(methods=["GET"], responses=PrewarmRunSerializer)
     @extend_schema(methods=["POST"], request=None, responses={202: None})

@@ -10,4 +10,5 @@ urlpatterns = [
     path("<int:pk>/edit/", views.dataset_edit_view, name="edit"),
     path("<int:pk>/progress/", views.dataset_progress_partial, name="progress"),
     path("<int:pk>/prewarm/", views.dataset_prewarm_view, name="prewarm"),
+    path("<int:pk>/delete/", views.dataset_delete_view, name="delete"),
 ]

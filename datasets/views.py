@@ -5,7 +5,14 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from datasets.actions import CREDENTIAL_FIELDS, dataset_create, dataset_prewarm, dataset_update
+from console.audit import audit_context
+from datasets.actions import (
+    CREDENTIAL_FIELDS,
+    dataset_create,
+    dataset_delete,
+    dataset_prewarm,
+    dataset_update,
+)
 from datasets.forms import DatasetForm
 from datasets.models import Dataset
 from datasets.selectors import latest_prewarm
@@ -56,8 +63,26 @@ def dataset_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "datasets/detail.html",
-        {"dataset": dataset, "events": dataset.events.all(), "run": latest_prewarm(dataset)},
+        {
+            "dataset": dataset,
+            "events": dataset.events.all(),
+            "run": latest_prewarm(dataset),
+            "services": dataset.services.exclude(phase="Deleted").order_by("name"),
+        },
     )
+
+
+@login_required
+@require_POST
+def dataset_delete_view(request: HttpRequest, pk: int) -> HttpResponse:
+    dataset = get_object_or_404(Dataset, pk=pk)
+    try:
+        dataset_delete(dataset=dataset, context=audit_context(request, via="web"))
+    except ValidationError as exc:
+        messages.error(request, f"Dataset {dataset.name} was not deleted. {' '.join(exc.messages)}")
+        return redirect("datasets:detail", pk=pk)
+    messages.success(request, f"Dataset {dataset.name} deleted.")
+    return redirect("datasets:list")
 
 
 @login_required

@@ -120,3 +120,34 @@ def test_the_dataset_form_shows_the_fields_of_the_chosen_kind_only(page, live_se
     page.wait_for_url(re.compile(r"/datasets/\d+/$"))
     dataset = Dataset.objects.get(name="switched")
     assert (dataset.kind, dataset.pvc_name, dataset.nfs_server) == ("pvc", "team-models", "")
+
+
+def test_a_dataset_is_deleted_from_its_page_once_no_service_uses_it(
+    page, live_server, admin_user, queue, login, tmp_path
+):
+    from services.actions import service_create
+
+    write_tiny_llama(tmp_path / "models/org/llama")
+    used, unused = (
+        Dataset.objects.create(
+            name=name, kind=Dataset.Kind.LOCAL, local_path=str(tmp_path / "models"), owner=admin_user
+        )
+        for name in ("in-use", "spare")
+    )
+    service_create(owner=admin_user, name="chat", queue=queue, dataset=used, model_path="org/llama")
+    login("root", "root-password-1")
+    page.on("dialog", lambda dialog: dialog.accept())  # "Delete the dataset ...?"
+
+    page.goto(f"{live_server.url}/datasets/{used.pk}/")
+    expect(page.get_by_test_id("used-by")).to_contain_text("chat")
+    page.click("button.danger")
+    expect(page.locator(".flash")).to_contain_text("Delete the services that use this dataset first.")
+    assert Dataset.objects.filter(pk=used.pk).exists()
+
+    page.goto(f"{live_server.url}/datasets/{unused.pk}/")
+    expect(page.get_by_test_id("used-by")).to_contain_text("No service uses this dataset.")
+    page.click("button.danger")
+    page.wait_for_url(f"{live_server.url}/datasets/")
+    expect(page.locator(".flash")).to_contain_text("Dataset spare deleted.")
+    expect(page.locator("table")).not_to_contain_text("spare")
+    assert not Dataset.objects.filter(pk=unused.pk).exists()

@@ -3,6 +3,7 @@ browse and inspect endpoints' answers to bad requests, delete rules."""
 
 import pytest
 
+from console.models import AuditEvent
 from datasets.models import Dataset
 from services import phases
 from services.actions import service_create
@@ -91,6 +92,20 @@ def test_a_dataset_in_use_cannot_be_deleted(api, user, queue, local_dataset):
     response = api.delete(f"/api/v1/datasets/{local_dataset.id}/")
     assert response.status_code == 400 and "keep their history" in str(response.json())
     assert Dataset.objects.filter(id=local_dataset.id).exists()
+    assert not AuditEvent.objects.filter(object_type="dataset").exists()  # refused: nothing recorded
+
+
+def test_deleting_a_dataset_is_recorded_in_the_audit_log(api, user, local_dataset):
+    response = api.delete(f"/api/v1/datasets/{local_dataset.id}/")
+    assert response.status_code == 204
+    assert not Dataset.objects.filter(id=local_dataset.id).exists()
+    event = AuditEvent.objects.get(object_type="dataset")
+    assert (event.action, event.object_id, event.object_repr) == (
+        "delete",
+        str(local_dataset.id),
+        "local-models",
+    )
+    assert (event.actor, event.via) == (user, "api")
 
 
 @pytest.fixture
