@@ -6,6 +6,7 @@ import re
 from playwright.sync_api import expect
 
 from datasets.models import Dataset
+from services.actions import service_delete
 from services.models import InferenceService
 from tests.datasets.modeltrees import write_tiny_llama
 
@@ -76,6 +77,13 @@ def test_s3_dataset_prewarms_with_progress_and_the_picker_fills_the_model_path(
     # spec shows the revision applied.
     expect(page.locator("#playground form")).to_be_visible()
     expect(page.get_by_test_id("spec-revision")).to_have_text(service.applied_revision)
+    # Deleted from elsewhere (the API, another tab): a Running page still polls, every 15 s, and
+    # its Scale and Delete go with the phase.
+    expect(page.locator("#service-actions button.danger")).to_be_visible()
+    service_delete(service=service, actor=admin_user)
+    expect(page.locator("#service-actions button.danger")).to_have_count(0, timeout=20_000)
+    expect(page.get_by_test_id("phase")).not_to_have_text("Running")
+    expect(page.locator("#service-actions")).not_to_contain_text("Scale")
 
 
 def test_the_dataset_form_shows_the_fields_of_the_chosen_kind_only(page, live_server, admin_user, login):

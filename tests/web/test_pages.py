@@ -43,14 +43,21 @@ def test_pages_render_for_a_user(client, user, service):
     assert "kueue.x-k8s.io/queue-name: gpu-a100" in manifests
 
 
-def test_status_partial_polls_until_terminal(client, user, service):
+def test_status_partial_polls_fast_while_moving_slowly_once_settled_and_not_once_deleted(
+    client, user, service
+):
     client.force_login(user)
     polling = client.get(f"/services/{service.id}/status/").content.decode()
     assert 'hx-trigger="every 2s"' in polling
     InferenceService.objects.filter(id=service.id).update(phase=phases.RUNNING)
-    done = client.get(f"/services/{service.id}/status/").content.decode()
-    assert "hx-trigger" not in done
-    assert 'data-testid="phase">Running<' in done
+    # Shown as Pending, now Running: the answer tells the page's other panels to reload.
+    settled = client.get(f"/services/{service.id}/status/", {"shown": phases.PENDING})
+    assert settled["HX-Trigger"] == "service-phase-changed"
+    assert 'hx-trigger="every 15s"' in settled.content.decode()
+    assert 'data-testid="phase">Running<' in settled.content.decode()
+    assert "HX-Trigger" not in client.get(f"/services/{service.id}/status/", {"shown": phases.RUNNING})
+    InferenceService.objects.filter(id=service.id).update(phase=phases.DELETED)
+    assert "hx-trigger" not in client.get(f"/services/{service.id}/status/").content.decode()
 
 
 def test_another_users_service_is_404(client, admin_user, service, django_user_model):
