@@ -15,12 +15,12 @@ from datasets.actions import (
 )
 from datasets.forms import DatasetForm
 from datasets.models import Dataset
-from datasets.selectors import latest_prewarm
+from datasets.selectors import datasets_for_list, latest_prewarm
 
 
 @login_required
 def dataset_list_view(request: HttpRequest) -> HttpResponse:
-    return render(request, "datasets/list.html", {"datasets": Dataset.objects.all()})
+    return render(request, "datasets/list.html", {"datasets": datasets_for_list()})
 
 
 @login_required

@@ -7,6 +7,7 @@ from console.models import AuditEvent
 from datasets.models import Dataset
 from services import phases
 from services.actions import service_create
+from services.models import InferenceService
 from tests.datasets.modeltrees import write_tiny_llama
 
 pytestmark = pytest.mark.django_db
@@ -169,3 +170,36 @@ def test_the_progress_panel_polls_until_there_is_nothing_left_to_change(client, 
     assert 'hx-trigger="every 1s"' in client.get(url).content.decode()
     Dataset.objects.filter(id=local_dataset.id).update(phase=Dataset.Phase.READY)
     assert 'hx-trigger="every 1s"' not in client.get(url).content.decode()
+
+
+def test_the_datasets_list_shows_each_copy_and_its_services_in_a_fixed_number_of_queries(
+    client, user, queue, local_dataset, django_assert_max_num_queries
+):
+    from datasets.models import PrewarmRun
+
+    runs = [
+        (PrewarmRun.Status.SUCCEEDED, 1000),
+        (PrewarmRun.Status.SUCCEEDED, 3 * 2**30),
+        (PrewarmRun.Status.FAILED, 7),
+    ]
+    for status, size in runs:  # the last complete copy counts, not a later failed run
+        PrewarmRun.objects.create(
+            dataset=local_dataset, job_name="j", status=status, bytes_total=size, files_total=4
+        )
+    for name in ("chat", "old"):
+        service_create(owner=user, name=name, queue=queue, dataset=local_dataset, model_path="org/llama")
+    InferenceService.objects.filter(name="old").update(phase=phases.DELETED)
+    for i in range(5):
+        Dataset.objects.create(name=f"spare-{i}", kind=Dataset.Kind.PVC, pvc_name="models", owner=user)
+    client.force_login(user)
+
+    with django_assert_max_num_queries(6):  # session, user, the list: not one per dataset
+        page = client.get("/datasets/").content.decode()
+    row = page.split("local-models</a>")[1].split("</tr>")[0]
+    assert '<td data-testid="dataset-copy">3.0 GiB · 4 files</td>' in row
+    assert '<td data-testid="dataset-services">1</td>' in row
+    spare = page.split("spare-0</a>")[1].split("</tr>")[0]
+    assert (
+        '<td data-testid="dataset-copy">—</td>' in spare
+        and '<td data-testid="dataset-services">0</td>' in spare
+    )
