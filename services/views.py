@@ -93,13 +93,13 @@ def service_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 def service_status_partial(request: HttpRequest, pk: int) -> HttpResponse:
-    """Polled by htmx while the service is not terminal; the response stops the polling when it is."""
+    """Polled by htmx (fast while the service moves, slowly once settled, not once Deleted)."""
     service = _get_service(request, pk)
     response = render(
         request, "services/_status.html", {"service": service, "events": service_events(service=service)}
     )
     if request.GET.get("shown", service.phase) != service.phase:
-        response["HX-Trigger"] = "service-phase-changed"  # the playground and the spec reload
+        response["HX-Trigger"] = "service-phase-changed"  # the actions, playground and spec reload
     return response
 
 
