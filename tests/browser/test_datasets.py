@@ -5,6 +5,7 @@ import re
 
 from playwright.sync_api import expect
 
+from datasets.actions import dataset_prewarm
 from datasets.models import Dataset
 from services.actions import service_delete
 from services.models import InferenceService
@@ -49,6 +50,13 @@ def test_s3_dataset_prewarms_with_progress_and_the_picker_fills_the_model_path(
     page.reload()  # the state is the run's row, not the page's
     expect(progress).to_have_attribute("data-percent", "100")
     expect(page.locator("body")).not_to_contain_text(s3_server.secret_key)
+    # A prewarm started elsewhere (the API, another tab) shows on the open page, which still
+    # polls every 15 s once a copy is done; it copies nothing (a cache hit).
+    job = page.get_by_test_id("prewarm-job")
+    first_job = job.inner_text()
+    dataset_prewarm(dataset=Dataset.objects.get(name="s3-models"), actor=admin_user)
+    expect(job).not_to_have_text(first_job, timeout=20_000)
+    expect(progress).to_have_attribute("data-percent", "100", timeout=20_000)
 
     # The service form: browse the dataset, pick the folder, see the layout checked.
     page.goto(f"{live_server.url}/services/new/")

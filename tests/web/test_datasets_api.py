@@ -161,7 +161,7 @@ def test_a_prewarm_that_never_starts_fails_with_the_reason(settings, user, tmp_p
     assert dataset.phase == Dataset.Phase.FAILED
 
 
-def test_the_progress_panel_polls_until_there_is_nothing_left_to_change(client, user, local_dataset):
+def test_the_progress_panel_polls_fast_while_copying_then_slowly(client, user, local_dataset):
     """A dataset whose prewarm task has not run yet has no run row: the page must poll anyway, or
     it would never show the prewarm starting (seen on a loaded machine)."""
     client.force_login(user)
@@ -169,7 +169,10 @@ def test_the_progress_panel_polls_until_there_is_nothing_left_to_change(client, 
     assert local_dataset.phase == Dataset.Phase.PENDING
     assert 'hx-trigger="every 1s"' in client.get(url).content.decode()
     Dataset.objects.filter(id=local_dataset.id).update(phase=Dataset.Phase.READY)
-    assert 'hx-trigger="every 1s"' not in client.get(url).content.decode()
+    assert "hx-trigger" not in client.get(url).content.decode()  # a node path: nothing to follow
+    Dataset.objects.filter(id=local_dataset.id).update(kind=Dataset.Kind.NFS, nfs_server="nfs", nfs_path="/x")
+    page = client.get(url).content.decode()  # copied and done: a prewarm may start elsewhere
+    assert 'hx-trigger="every 15s"' in page and 'hx-trigger="every 1s"' not in page
 
 
 def test_the_datasets_list_shows_each_copy_and_its_services_in_a_fixed_number_of_queries(
