@@ -9,6 +9,7 @@ from django.db.models import ProtectedError
 
 from console.audit import AuditContext, audit_record
 from datasets.models import Dataset, DatasetEvent
+from datasets.selectors import services_using
 
 DATASET_FIELDS = (
     "name", "description", "kind", "nfs_server", "nfs_path", "s3_endpoint", "s3_bucket", "s3_prefix",
@@ -147,7 +148,7 @@ def dataset_set_phase(*, dataset_id: int, phase: str, message: str, from_phases:
 
 def dataset_delete(*, dataset: Dataset, context: AuditContext) -> None:
     """Refused while a service uses it; the cluster copy (PVC) goes after commit."""
-    if dataset.services.exclude(phase="Deleted").exists():
+    if services_using(dataset).exists():
         raise ValidationError("Delete the services that use this dataset first.")
     name, copied = dataset.name, dataset.prewarmed
     with transaction.atomic():

@@ -15,7 +15,7 @@ from datasets.actions import (
 )
 from datasets.forms import DatasetForm
 from datasets.models import Dataset
-from datasets.selectors import datasets_for_list, latest_prewarm
+from datasets.selectors import datasets_for_list, latest_prewarm, services_using
 
 
 @login_required
@@ -67,7 +67,7 @@ def dataset_detail_view(request: HttpRequest, pk: int) -> HttpResponse:
             "dataset": dataset,
             "events": dataset.events.all(),
             "run": latest_prewarm(dataset),
-            "services": dataset.services.exclude(phase="Deleted").order_by("name"),
+            "services": services_using(dataset).order_by("name"),
         },
     )
 
